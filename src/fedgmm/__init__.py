@@ -1,0 +1,29 @@
+"""fedgmm: federated Gaussian mixture models (FedGenGMM, federated EM) on a fast EM engine."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["FedGenGMM", "FederatedEM", "GaussianMixture", "MixtureState", "__version__"]
+
+_LAZY = {
+    "GaussianMixture": "fedgmm.gaussian_mixture",
+    "MixtureState": "fedgmm.mixture",
+    "FedGenGMM": "fedgmm.federated",
+    "FederatedEM": "fedgmm.federated",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fedgmm.federated import FedGenGMM, FederatedEM
+    from fedgmm.gaussian_mixture import GaussianMixture
+    from fedgmm.mixture import MixtureState
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import fedgmm` stays cheap for the Flower client process.
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fedgmm' has no attribute {name!r}")

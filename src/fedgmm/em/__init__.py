@@ -1,0 +1,28 @@
+"""The EM engine: E-step to additive sufficient statistics, M-step, initialisation, fit loop."""
+
+from fedgmm.em.criteria import aic, bic
+from fedgmm.em.fit import FitResult, fit_em
+from fedgmm.em.init import initial_responsibilities, initial_state
+from fedgmm.em.mstep import m_step
+from fedgmm.em.stats import (
+    SufficientStatistics,
+    e_step,
+    log_responsibilities,
+    score_samples,
+    statistics_from_responsibilities,
+)
+
+__all__ = [
+    "FitResult",
+    "SufficientStatistics",
+    "aic",
+    "bic",
+    "e_step",
+    "fit_em",
+    "initial_responsibilities",
+    "initial_state",
+    "log_responsibilities",
+    "m_step",
+    "score_samples",
+    "statistics_from_responsibilities",
+]

@@ -1,0 +1,23 @@
+"""Errors and warnings raised by fedgmm; each message says what to do."""
+
+from __future__ import annotations
+
+
+class FedGMMError(Exception):
+    """Base class of fedgmm's own errors."""
+
+
+class DegenerateCovarianceError(FedGMMError, ValueError):
+    """A covariance matrix is singular, not positive definite or not finite."""
+
+
+class ModelFileError(FedGMMError, ValueError):
+    """A model file is truncated, tampered with, of another version or not ours."""
+
+
+class PayloadError(FedGMMError, ValueError):
+    """A client or server message is malformed or hostile and was not merged."""
+
+
+class ClientExclusionWarning(UserWarning):
+    """A client was left out of a federated fit; the reason is recorded on the estimator."""

@@ -1,0 +1,389 @@
+"""A frozen Gaussian-mixture parameter record: log-density, sampling and plain-array form."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import linalg
+
+from fedgmm.exceptions import DegenerateCovarianceError
+from fedgmm.types import COVARIANCE_TYPES, CovarianceType
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+ILL_DEFINED_MESSAGE = (
+    "Fitting the mixture model failed because some components have an ill-defined "
+    "covariance (singular, not positive definite or not finite), typically caused by "
+    "singleton or collapsed samples or a constant feature. Increase reg_covar, decrease "
+    "n_components, or scale the input data."
+)
+
+
+def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:
+    """Return the array shape of the covariances for a covariance type.
+
+    Returns
+    -------
+    shape : tuple of int
+        ``(K, d, d)`` for full, ``(d, d)`` for tied, ``(K, d)`` for diag, ``(K,)`` for spherical.
+    """
+    check_covariance_type(covariance_type)
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+
+
+def check_covariance_type(covariance_type: str) -> None:
+    """Raise a ValueError naming the valid covariance types."""
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"Invalid covariance_type {covariance_type!r}: expected one of {list(COVARIANCE_TYPES)}."
+        )
+
+
+def precision_cholesky_from_covariances(
+    covariances: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Cholesky factors of the precision matrices, ``P P^T = Σ^{-1}``.
+
+    Parameters
+    ----------
+    covariances : ndarray
+        ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+
+    Returns
+    -------
+    precisions_cholesky : ndarray, same shape as ``covariances``
+        Upper-triangular ``P`` per component for full/tied (as scikit-learn), and
+        ``1 / sqrt(variance)`` for diag/spherical.
+
+    Raises
+    ------
+    DegenerateCovarianceError
+        If a covariance is not finite or not positive definite.
+    """
+    check_covariance_type(covariance_type)
+    covariances = np.asarray(covariances, dtype=np.float64)
+    if not np.all(np.isfinite(covariances)):
+        raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+    if covariance_type in ("full", "tied"):
+        stack = covariances if covariance_type == "full" else covariances[None]
+        out = np.empty_like(stack)
+        eye = np.eye(stack.shape[-1])
+        for k, cov in enumerate(stack):
+            try:
+                chol = linalg.cholesky(cov, lower=True)
+            except linalg.LinAlgError as exc:
+                raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE) from exc
+            if np.any(np.diag(chol) <= 0.0):
+                raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+            out[k] = linalg.solve_triangular(chol, eye, lower=True).T
+        if not np.all(np.isfinite(out)):
+            raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+        return out if covariance_type == "full" else out[0]
+    if np.any(covariances <= 0.0):
+        raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+    return 1.0 / np.sqrt(covariances)
+
+
+def precisions_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Precision matrices ``P P^T`` (full/tied) or ``P**2`` (diag/spherical)."""
+    if covariance_type == "full":
+        return np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
+    if covariance_type == "tied":
+        return precisions_cholesky @ precisions_cholesky.T
+    return precisions_cholesky**2
+
+
+def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Invert precisions given by the user (``precisions_init``) into covariances.
+
+    Raises
+    ------
+    DegenerateCovarianceError
+        If a precision matrix is not symmetric positive definite.
+    """
+    precisions = np.asarray(precisions, dtype=np.float64)
+    if not np.all(np.isfinite(precisions)):
+        raise DegenerateCovarianceError("precisions contain NaN or infinity.")
+    if covariance_type in ("full", "tied"):
+        stack = precisions if covariance_type == "full" else precisions[None]
+        out = np.empty_like(stack)
+        for k, prec in enumerate(stack):
+            if not np.allclose(prec, prec.T, rtol=1e-8, atol=1e-12):
+                raise DegenerateCovarianceError(f"precision matrix {k} is not symmetric.")
+            try:
+                chol = linalg.cholesky(prec, lower=True)
+            except linalg.LinAlgError as exc:
+                raise DegenerateCovarianceError(
+                    f"precision matrix {k} is not positive definite."
+                ) from exc
+            inv_chol = linalg.solve_triangular(chol, np.eye(prec.shape[0]), lower=True)
+            out[k] = inv_chol.T @ inv_chol
+        return out if covariance_type == "full" else out[0]
+    if np.any(precisions <= 0.0):
+        raise DegenerateCovarianceError("precisions must be positive.")
+    return 1.0 / precisions
+
+
+def log_det_cholesky(precisions_cholesky: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray:
+    """``log det P`` per component (``-½ log det Σ``); shape ``(K,)``, or a scalar for tied."""
+    if covariance_type == "full":
+        k = precisions_cholesky.shape[0]
+        return np.sum(np.log(precisions_cholesky.reshape(k, -1)[:, :: n_features + 1]), axis=1)
+    if covariance_type == "tied":
+        return np.asarray(np.sum(np.log(np.diag(precisions_cholesky))))
+    if covariance_type == "diag":
+        return np.sum(np.log(precisions_cholesky), axis=1)
+    return n_features * np.log(precisions_cholesky)
+
+
+def log_gaussian_prob(
+    X: np.ndarray, means: np.ndarray, precisions_cholesky: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Per-component Gaussian log-density ``log N(x_n | μ_k, Σ_k)`` of one block of rows.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    means : ndarray of shape (K, d)
+    precisions_cholesky : ndarray
+        ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+
+    Returns
+    -------
+    log_prob : ndarray of shape (n, K), in the dtype of ``X``.
+
+    Notes
+    -----
+    Full covariance uses one matrix product against all K precision factors at once,
+    ``Y = X [P_1 … P_K] − [μ_1 P_1 … μ_K P_K]`` (shape ``n × K d``), and sums the squares;
+    this avoids the ``x^T Λ x − 2 x^T Λ μ + μ^T Λ μ`` expansion and its cancellation.
+    The other types use the expansion, as scikit-learn does; callers centre the data.
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    dtype = X.dtype
+    log_det = log_det_cholesky(precisions_cholesky, covariance_type, d).astype(dtype)
+    if covariance_type == "full":
+        pcat = np.ascontiguousarray(precisions_cholesky.transpose(1, 0, 2).reshape(d, k * d), dtype=dtype)
+        bcat = np.einsum("kd,kde->ke", means, precisions_cholesky).reshape(k * d).astype(dtype)
+        y = X @ pcat
+        y -= bcat
+        y2 = y.reshape(n * k, d)
+        maha = np.einsum("ij,ij->i", y2, y2).reshape(n, k)
+    elif covariance_type == "tied":
+        p = precisions_cholesky.astype(dtype)
+        xp = X @ p
+        mp = (means @ precisions_cholesky).astype(dtype)
+        maha = np.einsum("ij,ij->i", xp, xp)[:, None] - 2.0 * (xp @ mp.T) + np.sum(mp * mp, axis=1)
+    elif covariance_type == "diag":
+        prec = (precisions_cholesky**2).astype(dtype)
+        mp = (means * precisions_cholesky**2).astype(dtype)
+        maha = (X * X) @ prec.T - 2.0 * (X @ mp.T) + np.sum(means**2 * precisions_cholesky**2, axis=1).astype(dtype)
+    else:
+        prec = (precisions_cholesky**2).astype(dtype)
+        maha = (
+            np.einsum("ij,ij->i", X, X)[:, None] * prec
+            - 2.0 * (X @ (means.T * prec).astype(dtype))
+            + (np.sum(means**2, axis=1) * prec).astype(dtype)
+        )
+    return -0.5 * (d * LOG_2PI + maha) + log_det
+
+
+@dataclass(frozen=True, eq=False)
+class MixtureState:
+    """Parameters of a fitted Gaussian mixture; immutable, no I/O, no fitting.
+
+    Attributes
+    ----------
+    weights : ndarray of shape (K,)
+        Mixing proportions, non-negative, summing to one.
+    means : ndarray of shape (K, d)
+    covariances : ndarray
+        ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
+    precisions_cholesky : ndarray, same shape as ``covariances``
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    covariance_type: CovarianceType
+
+    @classmethod
+    def from_covariances(
+        cls,
+        weights: np.ndarray,
+        means: np.ndarray,
+        covariances: np.ndarray,
+        covariance_type: CovarianceType,
+    ) -> MixtureState:
+        """Build a state, computing the precision Cholesky factors (validated)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        means = np.asarray(means, dtype=np.float64)
+        covariances = np.asarray(covariances, dtype=np.float64)
+        validate_parameters(weights, means, covariances, covariance_type)
+        prec_chol = precision_cholesky_from_covariances(covariances, covariance_type)
+        return cls(_frozen(weights), _frozen(means), _frozen(covariances), _frozen(prec_chol), covariance_type)
+
+    @property
+    def n_components(self) -> int:
+        """Number of components K."""
+        return int(self.means.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of features d."""
+        return int(self.means.shape[1])
+
+    @property
+    def precisions(self) -> np.ndarray:
+        """Precision matrices, same shape as ``covariances``."""
+        return precisions_from_cholesky(self.precisions_cholesky, self.covariance_type)
+
+    def n_parameters(self) -> int:
+        """Number of free parameters (for BIC/AIC), as scikit-learn counts them."""
+        k, d = self.n_components, self.n_features
+        cov_params = {
+            "full": k * d * (d + 1) / 2.0,
+            "tied": d * (d + 1) / 2.0,
+            "diag": k * d,
+            "spherical": k,
+        }[self.covariance_type]
+        return int(cov_params + k * d + k - 1)
+
+    def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        """``log π_k + log N(x_n | μ_k, Σ_k)``, shape ``(n, K)``; unblocked, for small inputs."""
+        with np.errstate(divide="ignore"):
+            log_w = np.log(self.weights)
+        return log_gaussian_prob(X, self.means, self.precisions_cholesky, self.covariance_type) + log_w
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Log-density ``log p(x_n)`` of each row, shape ``(n,)``."""
+        from scipy.special import logsumexp
+
+        return np.asarray(logsumexp(self.weighted_log_prob(X), axis=1))
+
+    def covariance_cholesky(self) -> np.ndarray:
+        """Lower Cholesky factor of each covariance, shape ``(K, d, d)`` for every type."""
+        k, d = self.n_components, self.n_features
+        if self.covariance_type == "full":
+            return np.linalg.cholesky(self.covariances)
+        if self.covariance_type == "tied":
+            return np.broadcast_to(np.linalg.cholesky(self.covariances), (k, d, d))
+        if self.covariance_type == "diag":
+            return np.sqrt(self.covariances)[:, :, None] * np.eye(d)
+        return np.sqrt(self.covariances)[:, None, None] * np.eye(d)
+
+    def sample(self, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_samples`` rows from the mixture with the given Generator.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, d)
+            Rows grouped by component, in component order (as scikit-learn).
+        labels : ndarray of shape (n_samples,)
+            Component of each row.
+        """
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError("rng must be a numpy.random.Generator")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        weights = self.weights / self.weights.sum()
+        counts = rng.multinomial(n_samples, weights)
+        labels = np.repeat(np.arange(self.n_components), counts)
+        z = rng.standard_normal((n_samples, self.n_features))
+        out = np.empty_like(z)
+        start = 0
+        diag_like = self.covariance_type in ("diag", "spherical")
+        chol = None if diag_like else self.covariance_cholesky()
+        for k, count in enumerate(counts):
+            if count == 0:
+                continue
+            block = slice(start, start + int(count))
+            if self.covariance_type == "diag":
+                out[block] = z[block] * np.sqrt(self.covariances[k])
+            elif self.covariance_type == "spherical":
+                out[block] = z[block] * np.sqrt(self.covariances[k])
+            else:
+                assert chol is not None
+                out[block] = z[block] @ chol[k].T
+            out[block] += self.means[k]
+            start += int(count)
+        return out, labels
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (weights, means, covariances); the type travels as metadata."""
+        return {"weights": self.weights, "means": self.means, "covariances": self.covariances}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any], covariance_type: CovarianceType) -> MixtureState:
+        """Inverse of :meth:`to_arrays`, validating every array (use on untrusted input)."""
+        missing = {"weights", "means", "covariances"} - set(arrays)
+        if missing:
+            raise ValueError(f"mixture arrays are missing {sorted(missing)}")
+        return cls.from_covariances(
+            np.asarray(arrays["weights"]),
+            np.asarray(arrays["means"]),
+            np.asarray(arrays["covariances"]),
+            covariance_type,
+        )
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def validate_parameters(
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    covariance_type: str,
+    *,
+    weights_atol: float = 1e-6,
+) -> None:
+    """Check shapes, finiteness, weights on the simplex and symmetric covariances.
+
+    Raises
+    ------
+    ValueError
+        With a message naming the offending array.
+    """
+    check_covariance_type(covariance_type)
+    for name, arr in (("weights", weights), ("means", means), ("covariances", covariances)):
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contain NaN or infinity.")
+    if weights.ndim != 1 or weights.shape[0] < 1:
+        raise ValueError(f"weights must have shape (n_components,), got {weights.shape}.")
+    k = weights.shape[0]
+    if means.ndim != 2 or means.shape[0] != k or means.shape[1] < 1:
+        raise ValueError(f"means must have shape ({k}, n_features), got {means.shape}.")
+    d = means.shape[1]
+    expected = covariance_shape(covariance_type, k, d)
+    if covariances.shape != expected:
+        raise ValueError(
+            f"{covariance_type!r} covariances must have shape {expected}, got {covariances.shape}."
+        )
+    if np.any(weights < 0.0):
+        raise ValueError("weights must be non-negative.")
+    if not np.isclose(weights.sum(), 1.0, rtol=0.0, atol=weights_atol):
+        raise ValueError(f"weights must sum to one, they sum to {weights.sum():.9g}.")
+    if covariance_type in ("full", "tied"):
+        stack = covariances if covariance_type == "full" else covariances[None]
+        scale = np.max(np.abs(stack), axis=(1, 2), keepdims=True)
+        if np.any(np.abs(stack - np.swapaxes(stack, 1, 2)) > 1e-8 * np.maximum(scale, 1e-300)):
+            raise ValueError("covariance matrices must be symmetric.")
