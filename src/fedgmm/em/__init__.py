@@ -1,8 +1,8 @@
 """The EM engine: E-step to additive sufficient statistics, M-step, initialisation, fit loop."""
 
 from fedgmm.em.criteria import aic, bic
-from fedgmm.em.fit import FitResult, fit_em
-from fedgmm.em.init import initial_responsibilities, initial_state
+from fedgmm.em.fit import FitResult, fit_em, run_em
+from fedgmm.em.init import initial_state, initial_statistics
 from fedgmm.em.mstep import m_step
 from fedgmm.em.stats import (
     SufficientStatistics,
@@ -19,10 +19,11 @@ __all__ = [
     "bic",
     "e_step",
     "fit_em",
-    "initial_responsibilities",
     "initial_state",
+    "initial_statistics",
     "log_responsibilities",
     "m_step",
+    "run_em",
     "score_samples",
     "statistics_from_responsibilities",
 ]

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
-from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape, log_gaussian_prob
+from fedgmm.em.kernels import BlockKernel, make_kernel
+from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
 from fedgmm.types import CovarianceType
 
-#: Target number of elements of the largest per-block temporary (block × K × d).
-DEFAULT_BLOCK_ELEMENTS = 1 << 18
+#: Target number of elements of the largest per-block temporary (rows × per-row elements);
+#: 2**19 float64 numbers (4 MiB) keeps a block's temporaries near the CPU caches.
+DEFAULT_BLOCK_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,13 +112,13 @@ class SufficientStatistics:
         )
 
 
-def block_size_for(n_components: int, n_features: int, block_size: int | None = None) -> int:
-    """Rows per block so that block × K × d stays near :data:`DEFAULT_BLOCK_ELEMENTS`."""
+def block_size_for(row_elements: int, block_size: int | None = None) -> int:
+    """Rows per block so that rows × ``row_elements`` stays near :data:`DEFAULT_BLOCK_ELEMENTS`."""
     if block_size is not None:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}.")
         return int(block_size)
-    return int(max(64, DEFAULT_BLOCK_ELEMENTS // max(1, n_components * n_features)))
+    return int(max(16, DEFAULT_BLOCK_ELEMENTS // max(1, row_elements)))
 
 
 def iter_blocks(n_samples: int, block: int) -> Iterator[slice]:
@@ -126,33 +127,29 @@ def iter_blocks(n_samples: int, block: int) -> Iterator[slice]:
         yield slice(start, min(start + block, n_samples))
 
 
-def _accumulate(
-    xc: np.ndarray,
-    resp: np.ndarray,
-    covariance_type: str,
-    nk: np.ndarray,
-    sx: np.ndarray,
-    sxx: np.ndarray,
-) -> None:
-    """Add one block's statistics into float64 accumulators, in place.
+def _compute_dtype(X: np.ndarray, dtype: np.dtype | type | None) -> np.dtype:
+    cdtype = np.dtype(dtype) if dtype is not None else X.dtype
+    if cdtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+        cdtype = np.dtype(np.float64)
+    return cdtype
 
-    ``xc`` is ``(B, d)`` (already shifted), ``resp`` is ``(B, K)``; both share a dtype.
-    For full covariance the K second moments come from one product
-    ``X̃ᵀ [r_1 ⊙ X̃ … r_K ⊙ X̃]`` of shape ``d × K d``.
+
+def _normalise(logp: np.ndarray) -> np.ndarray:
+    """Turn ``logp`` (B, K) into responsibilities in place; return ``log p(x_n)`` (B,).
+
+    Log-sum-exp by the row maximum: rows whose every component has ``-inf`` weight are
+    impossible and come out as ``-inf`` without NaN responsibilities.
     """
-    b, d = xc.shape
-    k = resp.shape[1]
-    nk += resp.sum(axis=0, dtype=np.float64)
-    sx += resp.T @ xc
-    if covariance_type == "full":
-        z = (resp[:, :, None] * xc[:, None, :]).reshape(b, k * d)
-        sxx += (xc.T @ z).reshape(d, k, d).transpose(1, 0, 2)
-    elif covariance_type == "tied":
-        sxx += xc.T @ xc
-    elif covariance_type == "diag":
-        sxx += resp.T @ (xc * xc)
-    else:
-        sxx += resp.T @ np.einsum("ij,ij->i", xc, xc)
+    mx = logp.max(axis=1, keepdims=True)
+    mx[~np.isfinite(mx)] = 0.0
+    logp -= mx
+    np.exp(logp, out=logp)
+    total = logp.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        lse = np.log(total) + mx
+    total[total == 0.0] = 1.0
+    logp /= total
+    return lse[:, 0]
 
 
 def statistics_from_responsibilities(
@@ -178,17 +175,24 @@ def statistics_from_responsibilities(
     n, d = X.shape
     k = resp.shape[1]
     stats = SufficientStatistics.zeros(k, d, covariance_type, shift)
-    nk, sx, sxx = stats.nk, stats.sx, stats.sxx
+    kernel = make_kernel(covariance_type, k, d)
+    nk, sx = stats.nk, stats.sx
     shift_c = stats.shift.astype(X.dtype)
-    for rows in iter_blocks(n, block_size_for(k, d, block_size)):
-        _accumulate(X[rows] - shift_c, resp[rows].astype(X.dtype), covariance_type, nk, sx, sxx)
-    return SufficientStatistics(nk, sx, sxx, n, 0.0, stats.shift, covariance_type)
+    for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
+        xc = X[rows] - shift_c
+        r = resp[rows].astype(X.dtype, copy=False)
+        nk += r.sum(axis=0, dtype=np.float64)
+        sx += r.T @ xc
+        kernel.accumulate(xc, r, None)
+    return SufficientStatistics(nk, sx, kernel.second_moments(), n, 0.0, stats.shift, covariance_type)
 
 
-def _shifted_state_arrays(state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(divide="ignore"):
-        log_w = np.log(state.weights)
-    return state.means - shift, log_w.astype(dtype)
+def _scoring_kernel(
+    state: MixtureState, shift: np.ndarray, cdtype: np.dtype
+) -> BlockKernel:
+    return make_kernel(
+        state.covariance_type, state.n_components, state.n_features, state=state, shift=shift, dtype=cdtype
+    )
 
 
 def e_step(
@@ -201,7 +205,7 @@ def e_step(
 ) -> SufficientStatistics:
     """E-step: responsibilities under ``state`` reduced to sufficient statistics.
 
-    Works block by block, so memory is bounded by block × K × d whatever n is.
+    Works block by block, so memory is bounded by block × (K·d or d²/2) whatever n is.
 
     Parameters
     ----------
@@ -223,36 +227,50 @@ def e_step(
         With ``log_likelihood = Σ_n log p(x_n | state)``.
     """
     n, d = X.shape
-    cdtype = np.dtype(dtype) if dtype is not None else X.dtype
+    if d != state.n_features:
+        raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
+    cdtype = _compute_dtype(X, dtype)
     stats = SufficientStatistics.zeros(state.n_components, d, state.covariance_type, shift)
-    nk, sx, sxx = stats.nk, stats.sx, stats.sxx
-    means_c, log_w = _shifted_state_arrays(state, stats.shift, cdtype)
+    nk, sx = stats.nk, stats.sx
+    kernel = _scoring_kernel(state, stats.shift, cdtype)
     shift_c = stats.shift.astype(cdtype)
     total = 0.0
-    for rows in iter_blocks(n, block_size_for(state.n_components, d, block_size)):
+    for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
         xc = X[rows].astype(cdtype, copy=False) - shift_c
-        logp = log_gaussian_prob(xc, means_c, state.precisions_cholesky, state.covariance_type)
-        logp += log_w
-        lse = logsumexp(logp, axis=1)
-        total += float(np.sum(lse, dtype=np.float64))
-        logp -= lse[:, None]
-        np.exp(logp, out=logp)
-        _accumulate(xc, logp, state.covariance_type, nk, sx, sxx)
-    return SufficientStatistics(nk, sx, sxx, n, total, stats.shift, state.covariance_type)
+        resp, ctx = kernel.log_prob(xc)
+        total += float(np.sum(_normalise(resp), dtype=np.float64))
+        nk += resp.sum(axis=0, dtype=np.float64)
+        sx += resp.T @ xc
+        kernel.accumulate(xc, resp, ctx)
+    return SufficientStatistics(nk, sx, kernel.second_moments(), n, total, stats.shift, state.covariance_type)
+
+
+def _score_blocks(
+    X: np.ndarray,
+    state: MixtureState,
+    block_size: int | None,
+    dtype: np.dtype | type | None,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield ``(rows, log π_k + log N(x_n | k))`` block by block."""
+    n, d = X.shape
+    if d != state.n_features:
+        raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
+    cdtype = _compute_dtype(X, dtype)
+    shift = state.means.mean(axis=0)
+    kernel = _scoring_kernel(state, shift, cdtype)
+    shift_c = shift.astype(cdtype)
+    for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
+        logp, _ = kernel.log_prob(X[rows].astype(cdtype, copy=False) - shift_c)
+        yield rows, logp
 
 
 def score_samples(
     X: np.ndarray, state: MixtureState, *, block_size: int | None = None, dtype: np.dtype | type | None = None
 ) -> np.ndarray:
     """Log-density of each row, ``(n,)``, computed block by block."""
-    n, d = X.shape
-    cdtype = np.dtype(dtype) if dtype is not None else X.dtype
-    shift = np.zeros(d)
-    means_c, log_w = _shifted_state_arrays(state, shift, cdtype)
-    out = np.empty(n, dtype=np.float64)
-    for rows in iter_blocks(n, block_size_for(state.n_components, d, block_size)):
-        logp = log_gaussian_prob(X[rows].astype(cdtype, copy=False), means_c, state.precisions_cholesky, state.covariance_type)
-        out[rows] = logsumexp(logp + log_w, axis=1)
+    out = np.empty(X.shape[0], dtype=np.float64)
+    for rows, logp in _score_blocks(X, state, block_size, dtype):
+        out[rows] = _normalise(logp)
     return out
 
 
@@ -260,15 +278,12 @@ def log_responsibilities(
     X: np.ndarray, state: MixtureState, *, block_size: int | None = None, dtype: np.dtype | type | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log responsibilities ``(n, K)`` and per-row log-density ``(n,)``."""
-    n, d = X.shape
-    cdtype = np.dtype(dtype) if dtype is not None else X.dtype
-    means_c, log_w = _shifted_state_arrays(state, np.zeros(d), cdtype)
+    n = X.shape[0]
     log_resp = np.empty((n, state.n_components), dtype=np.float64)
     log_norm = np.empty(n, dtype=np.float64)
-    for rows in iter_blocks(n, block_size_for(state.n_components, d, block_size)):
-        logp = log_gaussian_prob(X[rows].astype(cdtype, copy=False), means_c, state.precisions_cholesky, state.covariance_type)
-        logp = logp + log_w
-        lse = logsumexp(logp, axis=1)
-        log_resp[rows] = logp - lse[:, None]
+    for rows, logp in _score_blocks(X, state, block_size, dtype):
+        lse = _normalise(logp.copy())
+        with np.errstate(divide="ignore"):
+            log_resp[rows] = logp - np.where(np.isfinite(lse), lse, 0.0)[:, None]
         log_norm[rows] = lse
     return log_resp, log_norm

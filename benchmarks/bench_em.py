@@ -1,0 +1,116 @@
+"""EM iteration speed and memory: fedgmm.GaussianMixture against scikit-learn's, same init, same iterations.
+
+Run by hand (not a test):  .venv/bin/python benchmarks/bench_em.py [--n 200000 --d 32 --k 16]
+
+Both estimators start from the same weights/means/precisions and run exactly ``--iters``
+EM iterations (tol=0), so they do the same work and must reach the same log-likelihood.
+Timings are the best of ``--repeats`` runs (the machines are shared and noisy); the ratio
+is scikit-learn's time over ours, measured in the same process, back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from threadpoolctl import threadpool_info
+
+from fedgmm import GaussianMixture
+
+
+def make_data(n: int, d: int, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3.0, size=(k, d))
+    scales = rng.uniform(0.5, 1.5, size=(k, 1, d))
+    labels = rng.integers(k, size=n)
+    return centers[labels] + rng.normal(size=(n, d)) * scales[labels, 0]
+
+
+def init_arrays(X: np.ndarray, k: int, ctype: str, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    d = X.shape[1]
+    var = X.var(axis=0).mean()
+    prec = {
+        "full": np.stack([np.eye(d) / var] * k),
+        "tied": np.eye(d) / var,
+        "diag": np.full((k, d), 1 / var),
+        "spherical": np.full(k, 1 / var),
+    }[ctype]
+    return {
+        "weights_init": np.full(k, 1.0 / k),
+        "means_init": X[rng.choice(X.shape[0], k, replace=False)],
+        "precisions_init": prec,
+    }
+
+
+def best_time(fit: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, model = np.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model = fit()
+        best = min(best, time.perf_counter() - start)
+    return best, model
+
+
+def peak_memory(fit: Callable[[], Any]) -> int:
+    tracemalloc.start()
+    fit()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--d", type=int, default=32)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--types", default="full,tied,diag,spherical")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    X = make_data(args.n, args.d, args.k, args.seed)
+    blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info())
+    print(f"# EM benchmark: N={args.n:,} d={args.d} K={args.k}, {args.iters} iterations from the same init, best of {args.repeats}")
+    print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, BLAS: {blas}")
+    print(f"# data: {X.nbytes / 2**20:.0f} MiB float64 (not counted in peak memory, which is extra allocation during fit)")
+    header = f"{'covariance':<10} {'dtype':<8} {'sklearn s/iter':>14} {'fedgmm s/iter':>14} {'speed-up':>9} {'sk peak MiB':>12} {'ours peak MiB':>13} {'|Δ ll| rel':>11}"
+    print(header)
+    print("-" * len(header))
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    for ctype in args.types.split(","):
+        init = init_arrays(X, args.k, ctype, args.seed)
+        common = dict(n_components=args.k, covariance_type=ctype, max_iter=args.iters, tol=0.0, **init)
+
+        def fit_sk(common: dict[str, Any] = common) -> SkGaussianMixture:
+            return SkGaussianMixture(**common).fit(X)
+
+        t_sk, sk = best_time(fit_sk, args.repeats)
+        mem_sk = peak_memory(fit_sk)
+        for dtype in ("float64", "float32"):
+            def fit_ours(common: dict[str, Any] = common, dtype: str = dtype) -> GaussianMixture:
+                return GaussianMixture(**common, dtype=dtype).fit(X)
+
+            t_ours, ours = best_time(fit_ours, args.repeats)
+            mem_ours = peak_memory(fit_ours)
+            assert ours.n_iter_ == sk.n_iter_ == args.iters
+            dll = abs(ours.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_)
+            print(
+                f"{ctype:<10} {dtype:<8} {t_sk / args.iters:>14.3f} {t_ours / args.iters:>14.3f} "
+                f"{t_sk / t_ours:>8.1f}x {mem_sk / 2**20:>12.1f} {mem_ours / 2**20:>13.1f} {dll:>11.1e}"
+            )
+
+
+if __name__ == "__main__":
+    main()

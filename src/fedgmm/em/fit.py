@@ -1,0 +1,212 @@
+"""The EM fit loop: restarts, convergence on the mean log-likelihood, best-of-n_init."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from fedgmm._random import SeedLike, as_random_state
+from fedgmm.em.init import initial_state
+from fedgmm.em.mstep import m_step
+from fedgmm.em.stats import e_step
+from fedgmm.mixture import MixtureState
+from fedgmm.types import CovarianceType
+
+NOT_CONVERGED_MESSAGE = (
+    "Best performing initialization did not converge. Try different init parameters, "
+    "or increase max_iter, tol, or check for degenerate data."
+)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of an EM fit.
+
+    Attributes
+    ----------
+    state : MixtureState
+        Parameters after the last M-step of the best run.
+    converged : bool
+        Whether the best run stopped because the change fell below ``tol``.
+    n_iter : int
+        EM iterations of the best run.
+    lower_bound : float
+        Mean log-likelihood per sample at the last E-step of the best run (what
+        scikit-learn calls ``lower_bound_``); ``-inf`` when ``max_iter == 0``.
+    lower_bounds : tuple of float
+        That value after every iteration of the best run.
+    """
+
+    state: MixtureState
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    lower_bounds: tuple[float, ...]
+
+
+IterationCallback = Callable[[int, float, float], None]
+
+
+def run_em(
+    X: np.ndarray,
+    state: MixtureState,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    lower_bound: float = -np.inf,
+    shift: np.ndarray | None = None,
+    block_size: int | None = None,
+    dtype: np.dtype | type | None = None,
+    callback: IterationCallback | None = None,
+) -> FitResult:
+    """Run EM from ``state`` until the mean log-likelihood changes by less than ``tol``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    state : MixtureState
+        Starting parameters.
+    reg_covar, tol, max_iter
+        As in :class:`fedgmm.GaussianMixture`.
+    lower_bound : float
+        Mean log-likelihood before the first iteration (``-inf`` for a fresh start).
+    shift : ndarray of shape (d,), optional
+        Reference point of the sufficient statistics; the data mean by default.
+    block_size, dtype
+        Passed to :func:`fedgmm.em.e_step`.
+    callback : callable, optional
+        Called as ``callback(n_iter, lower_bound, change)`` after every iteration.
+
+    Returns
+    -------
+    FitResult
+    """
+    if shift is None:
+        shift = X.mean(axis=0, dtype=np.float64)
+    lower_bounds: list[float] = []
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        prev = lower_bound
+        stats = e_step(X, state, shift=shift, block_size=block_size, dtype=dtype)
+        state = m_step(stats, reg_covar)
+        lower_bound = stats.log_likelihood / stats.n_samples
+        lower_bounds.append(lower_bound)
+        change = lower_bound - prev
+        if callback is not None:
+            callback(n_iter, lower_bound, change)
+        if abs(change) < tol:
+            converged = True
+            break
+    return FitResult(state, converged, n_iter, float(lower_bound), tuple(lower_bounds))
+
+
+def fit_em(
+    X: np.ndarray,
+    *,
+    n_components: int,
+    covariance_type: CovarianceType = "full",
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    max_iter: int = 100,
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    weights_init: np.ndarray | None = None,
+    means_init: np.ndarray | None = None,
+    precisions_init: np.ndarray | None = None,
+    random_state: SeedLike = None,
+    warm_start: tuple[MixtureState, float] | None = None,
+    dtype: np.dtype | type | None = None,
+    block_size: int | None = None,
+    verbose: int = 0,
+    verbose_interval: int = 10,
+    warn_not_converged: bool = True,
+) -> FitResult:
+    """Fit a Gaussian mixture by EM with ``n_init`` restarts, keeping the best.
+
+    Follows scikit-learn's ``BaseMixture.fit_predict``: the same initialisation draws for
+    an int ``random_state``, the same convergence test (absolute change of the mean
+    log-likelihood below ``tol``) and the same choice of the best restart.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Finite data, already validated.
+    warm_start : (MixtureState, float), optional
+        Start once from these parameters and this previous lower bound instead of
+        initialising (``n_init`` is then ignored).
+    warn_not_converged : bool
+        Emit a ``ConvergenceWarning`` when the best run did not converge.
+    Other parameters
+        As in :class:`fedgmm.GaussianMixture`.
+
+    Returns
+    -------
+    FitResult
+    """
+    rs = as_random_state(random_state)
+    shift = X.mean(axis=0, dtype=np.float64)
+    n_runs = 1 if warm_start is not None else n_init
+    best: FitResult | None = None
+    for init in range(n_runs):
+        if verbose >= 1:
+            print(f"Initialization {init}")
+        start = perf_counter()
+        last = [start]
+
+        def report(n_iter: int, lb: float, change: float, _last: list[float] = last) -> None:
+            if verbose >= 1 and n_iter % verbose_interval == 0:
+                now = perf_counter()
+                if verbose == 1:
+                    print(f"  Iteration {n_iter}")
+                else:
+                    print(f"  Iteration {n_iter}\t time lapse {now - _last[0]:.5f}s\t ll change {change:.5f}")
+                _last[0] = now
+
+        if warm_start is not None:
+            state, lower_bound = warm_start
+        else:
+            state = initial_state(
+                X,
+                n_components,
+                covariance_type,
+                init_params=init_params,
+                random_state=rs,
+                reg_covar=reg_covar,
+                weights_init=weights_init,
+                means_init=means_init,
+                precisions_init=precisions_init,
+                shift=shift,
+                block_size=block_size,
+            )
+            lower_bound = -np.inf
+        if max_iter == 0:
+            result = FitResult(state, False, 0, -np.inf, ())
+        else:
+            result = run_em(
+                X,
+                state,
+                reg_covar=reg_covar,
+                tol=tol,
+                max_iter=max_iter,
+                lower_bound=lower_bound,
+                shift=shift,
+                block_size=block_size,
+                dtype=dtype,
+                callback=report,
+            )
+        if verbose >= 1:
+            status = "converged" if result.converged else "did not converge"
+            print(f"Initialization {status}. time lapse {perf_counter() - start:.5f}s\t lower bound {result.lower_bound:.5f}")
+        if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
+            best = result
+    assert best is not None
+    if warn_not_converged and not best.converged and max_iter > 0:
+        warnings.warn(NOT_CONVERGED_MESSAGE, ConvergenceWarning, stacklevel=2)
+    return best

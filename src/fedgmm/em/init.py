@@ -1,0 +1,229 @@
+"""Initial mixture parameters: from k-means, k-means++, random responsibilities or given arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import KMeans, kmeans_plusplus
+
+from fedgmm.em.mstep import m_step
+from fedgmm.em.stats import (
+    SufficientStatistics,
+    block_size_for,
+    iter_blocks,
+    statistics_from_responsibilities,
+)
+from fedgmm.exceptions import DegenerateCovarianceError
+from fedgmm.mixture import (
+    MixtureState,
+    check_covariance_type,
+    covariance_shape,
+    covariances_from_precisions,
+)
+from fedgmm.types import INIT_PARAMS, CovarianceType
+
+
+def _one_hot_statistics(
+    X: np.ndarray,
+    labels: np.ndarray,
+    n_components: int,
+    covariance_type: CovarianceType,
+    shift: np.ndarray | None,
+    block_size: int | None,
+) -> SufficientStatistics:
+    """Statistics of hard assignments; ``labels[i] == -1`` marks a row that belongs nowhere."""
+    n, d = X.shape
+    stats = SufficientStatistics.zeros(n_components, d, covariance_type, shift)
+    total = stats
+    for rows in iter_blocks(n, block_size_for(n_components * d, block_size)):
+        lab = labels[rows]
+        keep = lab >= 0
+        if not np.any(keep):
+            continue
+        resp = np.zeros((lab.shape[0], n_components), dtype=X.dtype)
+        resp[np.nonzero(keep)[0], lab[keep]] = 1.0
+        total = total + statistics_from_responsibilities(
+            X[rows], resp, covariance_type, shift=stats.shift, block_size=block_size
+        )
+    return SufficientStatistics(
+        total.nk, total.sx, total.sxx, n, 0.0, total.shift, covariance_type
+    )
+
+
+def initial_statistics(
+    X: np.ndarray,
+    n_components: int,
+    covariance_type: CovarianceType,
+    init_params: str,
+    random_state: np.random.RandomState,
+    *,
+    shift: np.ndarray | None = None,
+    block_size: int | None = None,
+) -> SufficientStatistics:
+    """Statistics of the initial responsibilities, drawn exactly as scikit-learn draws them.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    n_components : int
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}
+        ``"kmeans"``: labels of one k-means run; ``"k-means++"``: one-hot at the k-means++
+        seeds; ``"random"``: uniform responsibilities, normalised per row;
+        ``"random_from_data"``: one-hot at K rows drawn without replacement.
+    random_state : numpy.random.RandomState
+        Consumed in the same order as scikit-learn consumes it, so an int seed gives
+        scikit-learn's initialisation.
+    shift, block_size
+        As in :func:`fedgmm.em.e_step`.
+
+    Returns
+    -------
+    SufficientStatistics
+        Never materialises an ``(n, K)`` array: the responsibilities are built block by block.
+    """
+    n, d = X.shape
+    if init_params == "kmeans":
+        labels = (
+            KMeans(n_clusters=n_components, n_init=1, random_state=random_state).fit(X).labels_
+        )
+        return _one_hot_statistics(X, labels, n_components, covariance_type, shift, block_size)
+    if init_params in ("k-means++", "random_from_data"):
+        labels = np.full(n, -1, dtype=np.intp)
+        if init_params == "k-means++":
+            _, indices = kmeans_plusplus(X, n_components, random_state=random_state)
+        else:
+            indices = random_state.choice(n, size=n_components, replace=False)
+        labels[indices] = np.arange(n_components)
+        return _one_hot_statistics(X, labels, n_components, covariance_type, shift, block_size)
+    if init_params == "random":
+        stats = SufficientStatistics.zeros(n_components, d, covariance_type, shift)
+        total = stats
+        # Row blocks consume the RandomState stream in the same order as one (n, K) draw.
+        for rows in iter_blocks(n, block_size_for(n_components * d, block_size)):
+            resp = random_state.uniform(size=(rows.stop - rows.start, n_components)).astype(X.dtype)
+            resp /= resp.sum(axis=1)[:, None]
+            total = total + statistics_from_responsibilities(
+                X[rows], resp, covariance_type, shift=stats.shift, block_size=block_size
+            )
+        return SufficientStatistics(total.nk, total.sx, total.sxx, n, 0.0, total.shift, covariance_type)
+    raise ValueError(f"Invalid init_params {init_params!r}: expected one of {list(INIT_PARAMS)}.")
+
+
+def check_initial_arrays(
+    n_components: int,
+    n_features: int,
+    covariance_type: CovarianceType,
+    weights_init: np.ndarray | None,
+    means_init: np.ndarray | None,
+    precisions_init: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Validate user-given initial weights, means and precisions; return float64 copies.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the expected shape and what was given.
+    """
+    check_covariance_type(covariance_type)
+    out: list[np.ndarray | None] = []
+    expected = {
+        "weights_init": (n_components,),
+        "means_init": (n_components, n_features),
+        "precisions_init": covariance_shape(covariance_type, n_components, n_features),
+    }
+    for name, value in (
+        ("weights_init", weights_init),
+        ("means_init", means_init),
+        ("precisions_init", precisions_init),
+    ):
+        if value is None:
+            out.append(None)
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+        arr = arr.astype(np.float64)
+        if arr.shape != expected[name]:
+            raise ValueError(
+                f"The parameter '{name}' should have the shape of {expected[name]} "
+                f"(n_components={n_components}, n_features={n_features}, "
+                f"covariance_type={covariance_type!r}), but got {arr.shape}."
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinity.")
+        out.append(arr)
+    weights, means, precisions = out
+    if weights is not None:
+        if np.any(weights < 0.0) or np.any(weights > 1.0):
+            raise ValueError(
+                "The parameter 'weights_init' should be in the range [0, 1], but got "
+                f"min value {weights.min():.5f}, max value {weights.max():.5f}."
+            )
+        if not np.isclose(weights.sum(), 1.0, rtol=0.0, atol=1e-6):
+            raise ValueError(
+                f"The parameter 'weights_init' should be normalized, but got sum(weights) = {weights.sum():.5f}."
+            )
+        weights = weights / weights.sum()
+    if precisions is not None:
+        try:
+            covariances_from_precisions(precisions, covariance_type)
+        except DegenerateCovarianceError as exc:
+            raise ValueError(
+                f"'precisions_init' is invalid for covariance_type={covariance_type!r}: {exc} "
+                "Give symmetric positive-definite precision matrices (positive values for diag/spherical)."
+            ) from exc
+    return weights, means, precisions
+
+
+def initial_state(
+    X: np.ndarray,
+    n_components: int,
+    covariance_type: CovarianceType,
+    *,
+    init_params: str = "kmeans",
+    random_state: np.random.RandomState,
+    reg_covar: float = 1e-6,
+    weights_init: np.ndarray | None = None,
+    means_init: np.ndarray | None = None,
+    precisions_init: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
+    block_size: int | None = None,
+) -> MixtureState:
+    """Initial parameters, as scikit-learn's ``GaussianMixture._initialize_parameters``.
+
+    Whatever of weights/means/precisions is given is used as is; the rest comes from the
+    M-step of the initial responsibilities chosen by ``init_params``. When all three are
+    given no responsibilities are drawn (and ``random_state`` is not consumed).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    weights_init : ndarray of shape (K,), optional
+    means_init : ndarray of shape (K, d), optional
+    precisions_init : ndarray, optional
+        ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
+
+    Returns
+    -------
+    MixtureState
+        Weights are normalised to sum to one (scikit-learn leaves the k-means++ and
+        random_from_data weights unnormalised, which only shifts the first log-likelihood).
+    """
+    d = X.shape[1]
+    weights, means, precisions = check_initial_arrays(
+        n_components, d, covariance_type, weights_init, means_init, precisions_init
+    )
+    covariances = (
+        covariances_from_precisions(precisions, covariance_type) if precisions is not None else None
+    )
+    if weights is None or means is None or covariances is None:
+        stats = initial_statistics(
+            X, n_components, covariance_type, init_params, random_state, shift=shift, block_size=block_size
+        )
+        drawn = m_step(stats, reg_covar)
+        weights = drawn.weights if weights is None else weights
+        if means is None:
+            means = drawn.means
+        if covariances is None:
+            covariances = drawn.covariances
+    return MixtureState.from_covariances(weights, means, covariances, covariance_type)

@@ -1,0 +1,427 @@
+"""Tests of fedgmm.model_io: round trips, the documented format, and every load error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedgmm.exceptions import ModelFileError
+from fedgmm.mixture import MixtureState
+from fedgmm.model_io import FORMAT_VERSION, load_mixture, read_metadata, save_mixture
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def make_state(covariance_type: str, k: int = 3, d: int = 4, seed: int = 0) -> MixtureState:
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.ones(k))
+    means = rng.normal(size=(k, d))
+    if covariance_type == "full":
+        a = rng.normal(size=(k, d, d))
+        cov = a @ np.swapaxes(a, 1, 2) + d * np.eye(d)
+    elif covariance_type == "tied":
+        a = rng.normal(size=(d, d))
+        cov = a @ a.T + d * np.eye(d)
+    elif covariance_type == "diag":
+        cov = rng.uniform(0.5, 2.0, size=(k, d))
+    else:
+        cov = rng.uniform(0.5, 2.0, size=k)
+    return MixtureState.from_covariances(weights, means, cov, covariance_type)  # type: ignore[arg-type]
+
+
+def documented_checksum(*arrays: np.ndarray) -> str:
+    """The recipe from the module docstring, independent of fedgmm."""
+    return hashlib.sha256(
+        b"".join(np.asarray(a).astype("<f8").tobytes() for a in arrays)
+    ).hexdigest()
+
+
+def metadata_for(arrays: dict[str, np.ndarray], covariance_type: str, /, **overrides: Any) -> dict:
+    meta = {
+        "format": "fedgmm-gmm",
+        "format_version": 1,
+        "covariance_type": covariance_type,
+        "n_components": int(arrays["weights"].shape[0]),
+        "n_features": int(arrays["means"].shape[1]),
+        "dtype": "float64",
+        "fedgmm_version": "test",
+        "sha256": documented_checksum(arrays["weights"], arrays["means"], arrays["covariances"]),
+        "extra": {},
+    }
+    meta.update(overrides)
+    return meta
+
+
+def write_raw(
+    path: Path, arrays: dict[str, Any], meta: Any = None, *, metadata: Any = None
+) -> Path:
+    """Write an .npz by hand, as a third party (or an attacker) could."""
+    entries = dict(arrays)
+    if metadata is not None:
+        entries["metadata"] = metadata
+    elif meta is not None:
+        entries["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **entries)
+    return path
+
+
+def good_arrays(covariance_type: str = "full") -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in make_state(covariance_type).to_arrays().items()}
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_round_trip_bit_identical(tmp_path: Path, covariance_type: str) -> None:
+    state = make_state(covariance_type)
+    extra = {"algorithm": "fedgengmm", "rounds": 1, "loglik": -3.25, "clients": [10, 20]}
+    out = save_mixture(tmp_path / "model.npz", state, extra=extra)
+    assert out == tmp_path / "model.npz"
+    loaded, meta = load_mixture(out)
+    assert loaded.covariance_type == covariance_type
+    for name in ("weights", "means", "covariances", "precisions_cholesky"):
+        a, b = getattr(state, name), getattr(loaded, name)
+        assert a.dtype == b.dtype == np.float64
+        assert a.shape == b.shape
+        assert a.tobytes() == b.tobytes(), name
+    assert meta["format"] == "fedgmm-gmm"
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["covariance_type"] == covariance_type
+    assert (meta["n_components"], meta["n_features"]) == (3, 4)
+    assert meta["dtype"] == "float64"
+    assert isinstance(meta["fedgmm_version"], str)
+    assert meta["extra"] == extra
+    assert read_metadata(out) == meta
+
+
+def test_readable_with_plain_numpy_and_json(tmp_path: Path) -> None:
+    state = make_state("diag")
+    path = save_mixture(tmp_path / "m.npz", state)
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == ["covariances", "means", "metadata", "weights"]
+        meta = json.loads(z["metadata"].tobytes().decode("utf-8"))
+        w, mu, cov = z["weights"], z["means"], z["covariances"]
+    assert meta["sha256"] == documented_checksum(w, mu, cov)
+    np.testing.assert_array_equal(cov, state.covariances)
+    with zipfile.ZipFile(path) as zf:  # uncompressed, as np.savez writes
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in zf.infolist())
+
+
+def test_extra_numpy_values_and_defaults(tmp_path: Path) -> None:
+    path = save_mixture(
+        tmp_path / "m.npz",
+        make_state("spherical"),
+        extra={"n": np.int64(5), "x": np.float32(0.5), "v": np.arange(3)},
+    )
+    assert read_metadata(path)["extra"] == {"n": 5, "x": 0.5, "v": [0, 1, 2]}
+    path2 = save_mixture(tmp_path / "m2.npz", make_state("spherical"))
+    assert read_metadata(path2)["extra"] == {}
+
+
+def test_save_is_atomic_and_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    save_mixture(path, make_state("full", seed=1))
+    save_mixture(str(path), make_state("tied", seed=2))
+    assert load_mixture(path)[0].covariance_type == "tied"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"], "no temporary file left behind"
+
+
+def test_save_failure_leaves_no_temp_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_mixture(tmp_path / "m.npz", make_state("diag"), extra={"bad": float("nan")})
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_mixture(tmp_path / "m.npz", make_state("diag"), extra={"bad": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_type_errors(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="MixtureState"):
+        save_mixture(tmp_path / "m.npz", good_arrays())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="extra"):
+        save_mixture(tmp_path / "m.npz", make_state("diag"), extra=[1, 2])  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        save_mixture(tmp_path / "no-such-dir" / "m.npz", make_state("diag"))
+
+
+def test_hand_written_file_loads(tmp_path: Path) -> None:
+    arrays = good_arrays("tied")
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "tied"))
+    state, meta = load_mixture(path)
+    np.testing.assert_array_equal(state.covariances, arrays["covariances"])
+    assert meta["extra"] == {}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_mixture(tmp_path / "nope.npz")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        read_metadata(tmp_path / "nope.npz")
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        load_mixture(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"a,b,c\n1,2,3\n", bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8)), b""],
+    ids=["csv", "random-bytes", "empty"],
+)
+def test_not_an_npz(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    with pytest.raises(
+        ModelFileError, match=r"is not a fedgmm model file \(not an \.npz archive\)"
+    ):
+        load_mixture(path)
+
+
+def test_plain_npy_is_not_an_npz(tmp_path: Path) -> None:
+    path = tmp_path / "model.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ModelFileError, match=r"not an .npz archive"):
+        load_mixture(path)
+
+
+def test_raw_pickle_file_never_unpickled(tmp_path: Path) -> None:
+    import pickle
+
+    canary = tmp_path / "pwned"
+    path = tmp_path / "model.npz"
+    path.write_bytes(pickle.dumps(_Evil(canary)))
+    with pytest.raises(ModelFileError, match=r"not an .npz archive"):
+        load_mixture(path)
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.1])
+def test_truncated(tmp_path: Path, fraction: float) -> None:
+    path = save_mixture(tmp_path / "m.npz", make_state("full"))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        load_mixture(path)
+
+
+def test_corrupted_member_bytes(tmp_path: Path) -> None:
+    # Flip bytes inside the stored data (not the zip directory): the zip CRC catches it.
+    path = save_mixture(tmp_path / "m.npz", make_state("full"))
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("means.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + 200
+    data[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"truncated or corrupted|checksum"):
+        load_mixture(path)
+
+
+class _Evil:
+    """Unpickling this creates the canary file: proof that a load executed code."""
+
+    def __init__(self, canary: Path) -> None:
+        self.canary = canary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.canary,))
+
+
+@pytest.mark.parametrize("entry", ["weights", "metadata"])
+def test_pickled_object_array_refused_without_unpickling(tmp_path: Path, entry: str) -> None:
+    canary = tmp_path / "pwned"
+    arrays: dict[str, Any] = good_arrays()
+    meta = metadata_for(arrays, "full")
+    evil = np.empty(1, dtype=object)
+    evil[0] = _Evil(canary)
+    if entry == "metadata":
+        path = write_raw(tmp_path / "m.npz", arrays, metadata=evil)
+    else:
+        arrays["weights"] = evil
+        path = write_raw(tmp_path / "m.npz", arrays, meta)
+    with pytest.raises(ModelFileError, match="pickled object array; refused without unpickling"):
+        load_mixture(path)
+    assert not canary.exists()
+
+
+def test_non_npy_member_refused(tmp_path: Path) -> None:
+    arrays = good_arrays()
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "full"))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("covariances", b"\x80\x04not an npy")
+    with zipfile.ZipFile(path) as zf:  # rebuild without the real covariances.npy
+        members = {i.filename: zf.read(i) for i in zf.infolist() if i.filename != "covariances.npy"}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    with pytest.raises(ModelFileError, match=r"is not a .npy array"):
+        load_mixture(path)
+
+
+@pytest.mark.parametrize("missing", ["weights", "means", "covariances"])
+def test_missing_array(tmp_path: Path, missing: str) -> None:
+    arrays = good_arrays()
+    meta = metadata_for(arrays, "full")
+    del arrays[missing]
+    path = write_raw(tmp_path / "m.npz", arrays, meta)
+    with pytest.raises(ModelFileError, match=f"has no '{missing}' entry"):
+        load_mixture(path)
+
+
+def test_metadata_missing(tmp_path: Path) -> None:
+    path = write_raw(tmp_path / "m.npz", good_arrays())
+    with pytest.raises(ModelFileError, match="has no 'metadata' entry"):
+        load_mixture(path)
+    with pytest.raises(ModelFileError, match="has no 'metadata' entry"):
+        read_metadata(path)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (np.frombuffer(b"{not json", dtype=np.uint8), "not valid UTF-8 JSON"),
+        (np.frombuffer(b"\xff\xfe\x00", dtype=np.uint8), "not valid UTF-8 JSON"),
+        (np.frombuffer(b"[1, 2]", dtype=np.uint8), "must be a JSON object"),
+        (np.array('{"format": "fedgmm-gmm"}'), "1-D uint8 array"),
+        (np.zeros(3), "1-D uint8 array"),
+    ],
+    ids=["bad-json", "bad-utf8", "json-list", "unicode-0d", "float"],
+)
+def test_metadata_not_json(tmp_path: Path, metadata: np.ndarray, message: str) -> None:
+    path = write_raw(tmp_path / "m.npz", good_arrays(), metadata=metadata)
+    with pytest.raises(ModelFileError, match=message):
+        load_mixture(path)
+
+
+def test_wrong_format(tmp_path: Path) -> None:
+    arrays = good_arrays()
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "full", format="other-gmm"))
+    with pytest.raises(ModelFileError, match=r"is not a fedgmm model file .*'other-gmm'"):
+        load_mixture(path)
+
+
+def test_zip_that_is_not_ours(tmp_path: Path) -> None:
+    path = tmp_path / "doc.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("word/document.xml", "<xml/>")
+    with pytest.raises(ModelFileError, match="no 'metadata' entry"):
+        load_mixture(path)
+
+
+def test_newer_format_version(tmp_path: Path) -> None:
+    arrays = good_arrays()
+    path = write_raw(
+        tmp_path / "m.npz", arrays, metadata_for(arrays, "full", format_version=FORMAT_VERSION + 1)
+    )
+    with pytest.raises(ModelFileError, match=r"written by a newer fedgmm.*Upgrade fedgmm"):
+        load_mixture(path)
+    with pytest.raises(ModelFileError, match="newer fedgmm"):
+        read_metadata(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"format_version": 0}, "format_version must be a positive integer"),
+        ({"format_version": "1"}, "format_version must be a positive integer"),
+        ({"covariance_type": "banded"}, "covariance_type 'banded' is not one of"),
+        ({"n_components": -1}, "n_components must be a positive integer"),
+        ({"n_features": 2.5}, "n_features must be a positive integer"),
+        ({"dtype": "float32"}, "dtype 'float32' is not supported"),
+        ({"extra": [1]}, "extra must be a JSON object"),
+    ],
+)
+def test_bad_metadata_values(tmp_path: Path, overrides: dict, message: str) -> None:
+    arrays = good_arrays()
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "full", **overrides))
+    with pytest.raises(ModelFileError, match=message):
+        load_mixture(path)
+
+
+def test_metadata_missing_keys(tmp_path: Path) -> None:
+    arrays = good_arrays()
+    meta = metadata_for(arrays, "full")
+    del meta["sha256"], meta["n_features"]
+    path = write_raw(tmp_path / "m.npz", arrays, meta)
+    with pytest.raises(ModelFileError, match=r"lacks the keys \['n_features', 'sha256'\]"):
+        load_mixture(path)
+
+
+def test_checksum_mismatch(tmp_path: Path) -> None:
+    path = save_mixture(tmp_path / "m.npz", make_state("full"))
+    with np.load(path, allow_pickle=False) as z:
+        entries = {name: z[name] for name in z.files}
+    entries["means"] = entries["means"].copy()
+    entries["means"][0, 0] += 1e-12  # a tiny, plausible-looking edit
+    with open(path, "wb") as fh:
+        np.savez(fh, **entries)
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        load_mixture(path)
+    read_metadata(path)  # metadata alone is still readable
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_features": 5}, r"means has shape \(3, 4\) but the metadata"),
+        ({"n_components": 2}, r"weights has shape \(3,\) but the metadata"),
+        ({"covariance_type": "diag"}, r"covariances has shape \(3, 4, 4\) but the metadata"),
+    ],
+)
+def test_shapes_inconsistent_with_metadata(tmp_path: Path, overrides: dict, message: str) -> None:
+    arrays = good_arrays()
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "full", **overrides))
+    with pytest.raises(ModelFileError, match=message):
+        load_mixture(path)
+
+
+def test_wrong_array_dtype(tmp_path: Path) -> None:
+    arrays = good_arrays("spherical")
+    arrays["weights"] = arrays["weights"].astype(np.float32)
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "spherical"))
+    with pytest.raises(ModelFileError, match="weights has dtype float32, expected float64"):
+        load_mixture(path)
+
+
+def test_oversized_entry_refused_before_reading(tmp_path: Path) -> None:
+    arrays = good_arrays("spherical")
+    meta = metadata_for(arrays, "spherical")
+    arrays["means"] = np.zeros((3, 100_000))
+    path = write_raw(tmp_path / "m.npz", arrays, meta)
+    with pytest.raises(ModelFileError, match="far more than the shape"):
+        load_mixture(path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a.__setitem__("weights", a["weights"] * 2.0), "weights must sum to one"),
+        (lambda a: a.__setitem__("weights", np.array([1.5, -0.25, -0.25])), "non-negative"),
+        (lambda a: a["covariances"].__setitem__((0, 0, 0), -50.0), "ill-defined covariance"),
+        (lambda a: a["covariances"].__setitem__((1, 0, 1), 99.0), "symmetric"),
+        (lambda a: a["means"].__setitem__((0, 0), np.nan), "NaN"),
+    ],
+    ids=["weights-sum", "negative-weight", "not-pd", "asymmetric", "nan-mean"],
+)
+def test_invalid_parameters_with_valid_checksum(tmp_path: Path, mutate: Any, message: str) -> None:
+    arrays = good_arrays("full")
+    mutate(arrays)
+    path = write_raw(tmp_path / "bad-model.npz", arrays, metadata_for(arrays, "full"))
+    with pytest.raises(
+        ModelFileError, match=rf"bad-model\.npz holds invalid mixture parameters: .*{message}"
+    ):
+        load_mixture(path)
+    assert read_metadata(path)["format"] == "fedgmm-gmm"
+
+
+def test_model_file_error_is_value_error() -> None:
+    assert issubclass(ModelFileError, ValueError)
