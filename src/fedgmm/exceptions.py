@@ -21,3 +21,7 @@ class PayloadError(FedGMMError, ValueError):
 
 class ClientExclusionWarning(UserWarning):
     """A client was left out of a federated fit; the reason is recorded on the estimator."""
+
+
+class FederationError(FedGMMError, RuntimeError):
+    """Too few clients answered (or were usable) for a federated step to go on."""

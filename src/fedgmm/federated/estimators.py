@@ -1,0 +1,377 @@
+"""``FedGenGMM`` and ``FederatedEM``: scikit-learn-style facades over the federated algorithms."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_is_fitted
+
+from fedgmm._random import SeedLike
+from fedgmm.exceptions import ClientExclusionWarning
+from fedgmm.federated.fedem import INITS, FederatedEMResult, RoundRecord, run_federated_em
+from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings, run_fedgengmm
+from fedgmm.federated.inprocess import InProcessTransport
+from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
+from fedgmm.federated.transport import ClientRecord, CommunicationLog
+from fedgmm.gaussian_mixture import GaussianMixture
+from fedgmm.mixture import MixtureState
+from fedgmm.types import COVARIANCE_TYPES
+
+
+def check_clients(clients: Any) -> list[np.ndarray]:
+    """Validate a list of client arrays: 2-D, numeric, one shared feature count.
+
+    Empty, tiny or non-finite clients pass here: the federation excludes them and records
+    why. Clients with different feature counts cannot form one federation and raise.
+    """
+    if isinstance(clients, np.ndarray) or not isinstance(clients, Sequence) or len(clients) == 0:
+        raise ValueError("clients must be a non-empty list of 2-D arrays, one (n_c, d) array per client.")
+    out = []
+    for i, X in enumerate(clients):
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ValueError(f"client {i} must be a 2-D array (n_samples, n_features), got shape {arr.shape}.")
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"client {i} has non-numeric data (dtype {arr.dtype}).")
+        out.append(arr.astype(np.float64, copy=False))
+    dims = {X.shape[1] for X in out}
+    if len(dims) > 1:
+        first = out[0].shape[1]
+        odd = [i for i, X in enumerate(out) if X.shape[1] != first]
+        raise ValueError(
+            f"clients have different feature counts: client 0 has {first}, clients {odd} have "
+            f"{[out[i].shape[1] for i in odd]}. Every client must hold the same features in the same order."
+        )
+    return out
+
+
+def _local_range(local_components: Any) -> tuple[int, int]:
+    if isinstance(local_components, numbers.Integral) and not isinstance(local_components, bool):
+        k = int(local_components)
+        return k, k
+    if isinstance(local_components, Sequence) and len(local_components) == 2:
+        lo, hi = (int(v) for v in local_components)
+        return lo, hi
+    raise ValueError(f"local_components must be an int or a (min, max) pair, got {local_components!r}.")
+
+
+def _resolve_seed(random_state: SeedLike) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**31 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    raise ValueError(f"random_state must be an int, a Generator, a RandomState or None, got {random_state!r}.")
+
+
+def _warn_exclusions(records: dict[str, ClientRecord]) -> None:
+    for rec in records.values():
+        if rec.status != "ok":
+            warnings.warn(f"{rec.source} {rec.status}: {rec.reason}", ClientExclusionWarning, stacklevel=3)
+
+
+class _FederatedDensity(DensityMixin, BaseEstimator):  # type: ignore[misc]
+    """Prediction methods shared by the facades: all delegate to ``global_model_``."""
+
+    global_model_: GaussianMixture
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log-density of each row under the global model, ``(n,)``."""
+        check_is_fitted(self, "global_model_")
+        return self.global_model_.score_samples(X)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per row under the global model (nats)."""
+        check_is_fitted(self, "global_model_")
+        return self.global_model_.score(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable global component of each row, ``(n,)``."""
+        check_is_fitted(self, "global_model_")
+        return self.global_model_.predict(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior of each global component, ``(n, K)``."""
+        check_is_fitted(self, "global_model_")
+        return self.global_model_.predict_proba(X)
+
+    def sample(self, n_samples: int = 1, *, rng: SeedLike = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the global model (see :meth:`GaussianMixture.sample`)."""
+        check_is_fitted(self, "global_model_")
+        return self.global_model_.sample(n_samples, rng=rng)
+
+    def bic(self, X: Any) -> float:
+        """BIC of the global model on ``X``."""
+        check_is_fitted(self, "global_model_")
+        return self.global_model_.bic(X)
+
+
+class FedGenGMM(_FederatedDensity):
+    """One-shot federated GMM: local GMMs up once, global GMM fitted on samples of their union.
+
+    Parameters
+    ----------
+    n_components : int or (int, int), default=10
+        Global K, or a ``(min, max)`` range chosen by BIC on the synthetic set.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Of the local and the global models.
+    local_components : int or (int, int), default=(1, 10)
+        Each client's K: fixed, or the BIC-best in the range (each client chooses its own).
+        Capped per client at ``n_c // min_samples_per_component``.
+    synthetic_size : float or int, default=5.0
+        Synthetic-set size: a float is a multiple of ``Σ n_c``, an int a row count.
+    reg_covar, max_iter, tol, n_init
+        EM settings of both the local and the global fits.
+    min_samples_per_component : int, default=5
+    min_clients : int, default=1
+        Fewest usable local models to go on with.
+    random_state : int, Generator or None
+        Run seed (clients derive theirs from it and their index).
+    n_jobs : int, default=1
+        Processes fitting the clients in parallel.
+
+    Attributes
+    ----------
+    global_model_ : GaussianMixture
+    local_models_ : list of GaussianMixture
+        One per client kept, in client order.
+    local_client_ids_ : list of int
+        The client index of each local model.
+    union_model_ : GaussianMixture
+        The size-weighted union of the local models (``Σ K_c`` components).
+    client_records_ : list of ClientRecord
+        Status of every client (``ok``, ``excluded``, ``rejected``, ``failed``) and why.
+    communication_ : CommunicationLog
+        ``.rounds``, ``.bytes_up``, ``.bytes_down`` and per-client detail, measured on the
+        serialised messages.
+    synthetic_size_ : int
+    n_components_ : int
+        The global K used (chosen by BIC when a range was given).
+    seed_ : int
+    """
+
+    def __init__(
+        self,
+        n_components: int | tuple[int, int] = 10,
+        *,
+        covariance_type: str = "full",
+        local_components: int | tuple[int, int] = (1, 10),
+        synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        n_init: int = 1,
+        min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
+        min_clients: int = 1,
+        random_state: SeedLike = None,
+        n_jobs: int = 1,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.local_components = local_components
+        self.synthetic_size = synthetic_size
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_init = n_init
+        self.min_samples_per_component = min_samples_per_component
+        self.min_clients = min_clients
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _settings(self) -> tuple[LocalFitSettings, GlobalFitSettings]:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
+        k_min, k_max = _local_range(self.local_components)
+        local = LocalFitSettings(
+            covariance_type=self.covariance_type,  # type: ignore[arg-type]
+            k_min=k_min, k_max=k_max, reg_covar=self.reg_covar, max_iter=self.max_iter,
+            tol=self.tol, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
+        )
+        n_comp = self.n_components
+        n_components = tuple(int(v) for v in n_comp) if isinstance(n_comp, Sequence) else int(n_comp)
+        glob = GlobalFitSettings(
+            n_components=n_components,  # type: ignore[arg-type]
+            covariance_type=self.covariance_type,  # type: ignore[arg-type]
+            synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, max_iter=self.max_iter,
+            tol=self.tol, n_init=self.n_init,
+        )
+        glob.component_range()
+        return local, glob
+
+    def fit(self, clients: Sequence[Any], y: Any = None) -> FedGenGMM:
+        """Run FedGenGMM over in-process clients.
+
+        Parameters
+        ----------
+        clients : list of array-like of shape (n_c, d)
+            One array per client; only parameters and counts cross to the server.
+        y : ignored
+
+        Returns
+        -------
+        self : FedGenGMM
+        """
+        data = check_clients(clients)
+        local, glob = self._settings()
+        self.seed_ = _resolve_seed(self.random_state)
+        with InProcessTransport(data, n_jobs=self.n_jobs) as transport:
+            result = run_fedgengmm(
+                transport, local, glob, self.seed_, min_clients=self.min_clients, n_features=data[0].shape[1]
+            )
+        self.global_model_ = result.global_model
+        self.local_client_ids_ = sorted(result.local_models)
+        self.local_models_ = [GaussianMixture.from_state(result.local_models[c][0]) for c in self.local_client_ids_]
+        self.union_model_ = GaussianMixture.from_state(result.union)
+        self.client_records_ = [result.records[f"client {i}"] for i in range(len(data))]
+        self.communication_: CommunicationLog = result.communication
+        self.synthetic_size_ = result.synthetic_size
+        self.n_components_ = result.global_model.n_components
+        self.bic_ = result.bic
+        self.server_seconds_ = result.server_seconds
+        self.client_seconds_ = transport.client_seconds
+        self.n_features_in_ = data[0].shape[1]
+        _warn_exclusions(result.records)
+        return self
+
+
+class FederatedEM(_FederatedDensity):
+    """Federated EM: every round the clients send E-step statistics, the server runs the M-step.
+
+    From the same initial mixture it reaches exactly the model of centralized EM on the
+    pooled data, at the cost of a round trip per EM iteration.
+
+    Parameters
+    ----------
+    n_components : int, default=10
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    max_rounds : int, default=40
+        Most EM rounds.
+    tol : float, default=1e-3
+        Stop when the federated mean log-likelihood changes by less than this.
+    init : {"kmeans++", "fedgengmm"}, MixtureState or GaussianMixture, default="kmeans++"
+        ``"kmeans++"``: clients upload local models once, the server seeds K components by
+        weighted k-means++ over their means and moment-matches (no raw data on the
+        server); ``"fedgengmm"``: start from a FedGenGMM model (the hybrid); a fitted
+        mixture: start from it, with no initialisation round.
+    local_components : int or (int, int), default=(1, 10)
+        Clients' local models for the initialisation round.
+    synthetic_size : float or int, default=5.0
+        For the hybrid's FedGenGMM step.
+    reg_covar : float, default=1e-6
+    min_clients : int, default=1
+        Fewest clients whose statistics must arrive in a round.
+    random_state : int, Generator or None
+    n_jobs : int, default=1
+
+    Attributes
+    ----------
+    global_model_ : GaussianMixture
+    init_model_ : GaussianMixture
+    n_rounds_ : int
+        EM rounds run (the initialisation round is counted in ``communication_.rounds``).
+    converged_ : bool
+    history_ : list of RoundRecord
+        Per round: federated log-likelihood, clients merged, cumulative bytes up/down.
+    communication_ : CommunicationLog
+    client_records_ : list of ClientRecord
+    seed_ : int
+    """
+
+    def __init__(
+        self,
+        n_components: int = 10,
+        *,
+        covariance_type: str = "full",
+        max_rounds: int = 40,
+        tol: float = 1e-3,
+        init: str | MixtureState | GaussianMixture = "kmeans++",
+        local_components: int | tuple[int, int] = (1, 10),
+        synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
+        min_clients: int = 1,
+        random_state: SeedLike = None,
+        n_jobs: int = 1,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.max_rounds = max_rounds
+        self.tol = tol
+        self.init = init
+        self.local_components = local_components
+        self.synthetic_size = synthetic_size
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.min_samples_per_component = min_samples_per_component
+        self.min_clients = min_clients
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, clients: Sequence[Any], y: Any = None) -> FederatedEM:
+        """Run federated EM over in-process clients.
+
+        Parameters
+        ----------
+        clients : list of array-like of shape (n_c, d)
+        y : ignored
+
+        Returns
+        -------
+        self : FederatedEM
+        """
+        data = check_clients(clients)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
+        if not isinstance(self.max_rounds, numbers.Integral) or self.max_rounds < 0:
+            raise ValueError(f"max_rounds must be an int >= 0, got {self.max_rounds!r}.")
+        init: str | MixtureState
+        if isinstance(self.init, GaussianMixture):
+            init = self.init.state_
+        elif isinstance(self.init, MixtureState) or self.init in INITS:
+            init = self.init
+        else:
+            raise ValueError(f"init must be one of {list(INITS)}, a MixtureState or a fitted GaussianMixture, got {self.init!r}.")
+        if isinstance(init, MixtureState) and init.n_features != data[0].shape[1]:
+            raise ValueError(f"init has {init.n_features} features, the clients have {data[0].shape[1]}.")
+        k_min, k_max = _local_range(self.local_components)
+        ctype = self.covariance_type
+        local = LocalFitSettings(
+            covariance_type=ctype, k_min=k_min, k_max=k_max, reg_covar=self.reg_covar,  # type: ignore[arg-type]
+            max_iter=self.max_iter, tol=self.tol, min_samples_per_component=self.min_samples_per_component,
+        )
+        glob = GlobalFitSettings(
+            n_components=int(self.n_components), covariance_type=ctype,  # type: ignore[arg-type]
+            synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, max_iter=self.max_iter, tol=self.tol,
+        )
+        self.seed_ = _resolve_seed(self.random_state)
+        with InProcessTransport(data, n_jobs=self.n_jobs) as transport:
+            result: FederatedEMResult = run_federated_em(
+                transport, n_components=int(self.n_components), covariance_type=ctype,  # type: ignore[arg-type]
+                max_rounds=int(self.max_rounds), tol=self.tol, reg_covar=self.reg_covar, init=init,
+                local=local, global_settings=glob, seed=self.seed_, min_clients=self.min_clients,
+            )
+        self.global_model_ = GaussianMixture.from_state(result.state)
+        self.global_model_.converged_ = result.converged
+        self.global_model_.n_iter_ = result.n_rounds
+        self.global_model_.lower_bound_ = result.lower_bound
+        self.init_model_ = GaussianMixture.from_state(result.init_state)
+        self.n_rounds_ = result.n_rounds
+        self.converged_ = result.converged
+        self.history_: list[RoundRecord] = result.history
+        self.communication_: CommunicationLog = result.communication
+        self.client_records_ = [result.records.get(f"client {i}") for i in range(len(data))]
+        self.server_seconds_ = result.server_seconds
+        self.client_seconds_ = transport.client_seconds
+        self.n_features_in_ = data[0].shape[1]
+        _warn_exclusions(result.records)
+        return self

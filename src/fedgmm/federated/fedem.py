@@ -1,0 +1,260 @@
+"""Federated EM: broadcast the mixture, sum the clients' E-step statistics, run the M-step; repeat."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+from sklearn.cluster import kmeans_plusplus
+
+from fedgmm.em.init import initial_state
+from fedgmm.em.mstep import m_step
+from fedgmm.em.stats import SufficientStatistics
+from fedgmm.exceptions import DegenerateCovarianceError
+from fedgmm.federated.client import EM_STATISTICS
+from fedgmm.federated.fedgengmm import (
+    FedGenGMMResult,
+    GlobalFitSettings,
+    collect_local_models,
+    server_rng,
+)
+from fedgmm.federated.local import LocalFitSettings
+from fedgmm.federated.messages import STATUS_OK, decode_statistics, encode_request, state_arrays
+from fedgmm.federated.transport import (
+    ClientRecord,
+    CommunicationLog,
+    Transport,
+    decode_replies,
+    require_clients,
+)
+from fedgmm.federated.union import merge_components, union_mixture
+from fedgmm.mixture import MixtureState
+from fedgmm.types import CovarianceType
+
+INITS = ("kmeans++", "fedgengmm")
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One federated EM round.
+
+    Attributes
+    ----------
+    round : int
+        1-based EM round.
+    log_likelihood : float
+        Federated mean log-likelihood per sample of the model broadcast this round.
+    n_clients : int
+        Clients whose statistics were merged.
+    bytes_up, bytes_down : int
+        Cumulative bytes of the whole run so far (initialisation included).
+    """
+
+    round: int
+    log_likelihood: float
+    n_clients: int
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass
+class FederatedEMResult:
+    """Outcome of federated EM.
+
+    Attributes
+    ----------
+    state : MixtureState
+        Parameters after the last M-step.
+    init_state : MixtureState
+    n_rounds : int
+        EM rounds run (initialisation rounds not included; see ``communication.rounds``).
+    converged : bool
+    history : list of RoundRecord
+    records : dict of str to ClientRecord
+        Last known status of every client (a client lost in a round stays recorded).
+    communication : CommunicationLog
+    init_result : FedGenGMMResult or None
+        The FedGenGMM run of the hybrid initialisation.
+    server_seconds : float
+    """
+
+    state: MixtureState
+    init_state: MixtureState
+    n_rounds: int
+    converged: bool
+    history: list[RoundRecord]
+    records: dict[str, ClientRecord]
+    communication: CommunicationLog
+    init_result: FedGenGMMResult | None = None
+    server_seconds: float = 0.0
+    lower_bound: float = field(default=-np.inf)
+
+
+def init_from_union(
+    union: MixtureState,
+    n_components: int,
+    covariance_type: CovarianceType,
+    rng: np.random.Generator,
+    *,
+    reg_covar: float = 1e-6,
+) -> MixtureState:
+    """Initial global mixture from the clients' local models, without any raw data.
+
+    Weighted k-means++ over the union's component means (weights ``r'_ck``) picks K seeds;
+    every union component joins its nearest seed and each group is moment-matched into one
+    component. With fewer union components than K, k-means runs on a synthetic sample of
+    the union instead.
+    """
+    if union.n_components >= n_components:
+        seed = int(rng.integers(0, 2**31 - 1))
+        centers, _ = kmeans_plusplus(union.means, n_components, sample_weight=union.weights, random_state=seed)
+        dist = ((union.means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+        labels = dist.argmin(axis=1)
+        # Seeds are union means, so each seed's own component keeps its group non-empty.
+        for g, c in enumerate(centers):
+            own = np.flatnonzero(np.all(union.means == c, axis=1))
+            labels[own[0]] = g
+        return merge_components(union, labels, n_components, covariance_type, reg_covar)
+    sample, _ = union.sample(max(50 * n_components, 1000), rng)
+    return initial_state(
+        sample, n_components, covariance_type, init_params="kmeans",
+        random_state=np.random.RandomState(int(rng.integers(0, 2**31 - 1))), reg_covar=reg_covar,
+    )
+
+
+def reference_point(state: MixtureState) -> np.ndarray:
+    """The statistics' reference point for a round: the broadcast mixture's mean ``Σ π_k μ_k``."""
+    return np.asarray(state.weights @ state.means)
+
+
+def run_federated_em(
+    transport: Transport,
+    *,
+    n_components: int,
+    covariance_type: CovarianceType = "full",
+    max_rounds: int = 40,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    init: str | MixtureState = "kmeans++",
+    local: LocalFitSettings | None = None,
+    global_settings: GlobalFitSettings | None = None,
+    seed: int = 0,
+    min_clients: int = 1,
+    transform: dict[str, np.ndarray] | None = None,
+    transform_id: str = "",
+) -> FederatedEMResult:
+    """Federated EM over ``transport``, from a given mixture or an initialisation round.
+
+    Each round broadcasts the mixture and a reference point, sums the clients'
+    :class:`~fedgmm.em.stats.SufficientStatistics` and runs the M-step; it stops when the
+    federated mean log-likelihood changes by less than ``tol`` or after ``max_rounds``.
+    From the same initial mixture and with every client answering, this is exactly
+    centralized EM on the pooled data.
+
+    Parameters
+    ----------
+    init : {"kmeans++", "fedgengmm"} or MixtureState
+        ``"kmeans++"``: one upload round of local models, then :func:`init_from_union`;
+        ``"fedgengmm"``: a whole FedGenGMM run whose global model starts EM (the hybrid);
+        a MixtureState: start from it, no extra round.
+    local : LocalFitSettings, optional
+        Clients' local fits for the initialisation round.
+    global_settings : GlobalFitSettings, optional
+        The hybrid's FedGenGMM global fit (``n_components`` is forced to this K).
+    min_clients : int
+        Fewest clients whose statistics must arrive each round.
+    """
+    start = time.perf_counter()
+    server_before = transport_seconds(transport)
+    init_result: FedGenGMMResult | None = None
+    records: dict[str, ClientRecord] = {}
+    local = local or LocalFitSettings(covariance_type=covariance_type)
+    if isinstance(init, MixtureState):
+        state = init
+        if state.n_components != n_components or state.covariance_type != covariance_type:
+            raise ValueError(
+                f"init has K={state.n_components} ({state.covariance_type}); expected K={n_components} ({covariance_type})."
+            )
+    elif init == "fedgengmm":
+        from fedgmm.federated.fedgengmm import run_fedgengmm
+
+        gs = global_settings or GlobalFitSettings(covariance_type=covariance_type)
+        gs = GlobalFitSettings(
+            n_components=n_components, covariance_type=covariance_type, synthetic_size=gs.synthetic_size,
+            reg_covar=gs.reg_covar, max_iter=gs.max_iter, tol=gs.tol, n_init=gs.n_init, init_params=gs.init_params,
+        )
+        init_result = run_fedgengmm(
+            transport, local, gs, seed, min_clients=min_clients, transform=transform, transform_id=transform_id
+        )
+        records.update(init_result.records)
+        state = init_result.global_model.state_
+    elif init == "kmeans++":
+        models, recs = collect_local_models(
+            transport, local, seed, min_clients=min_clients, transform=transform, transform_id=transform_id
+        )
+        records.update(recs)
+        union = union_mixture([m.state for m in models if m.state is not None], [m.n_samples for m in models])
+        state = init_from_union(union, n_components, covariance_type, server_rng(seed), reg_covar=reg_covar)
+    else:
+        raise ValueError(f"init must be one of {list(INITS)} or a MixtureState, got {init!r}.")
+    init_state = state
+    history: list[RoundRecord] = []
+    converged = False
+    lower_bound = -np.inf
+    n_round = 0
+    for n_round in range(1, max_rounds + 1):
+        shift = reference_point(state)
+        settings: dict[str, str] = {"covariance-type": covariance_type}
+        if transform_id:
+            settings["transform-id"] = transform_id
+        arrays = {**state_arrays(state), "shift": shift}
+        if transform is not None and n_round == 1 and init_result is None and isinstance(init, MixtureState):
+            arrays.update(transform)  # first contact with the clients: ship the transform once
+        request = encode_request(EM_STATISTICS, settings, arrays)
+        replies = transport.exchange(EM_STATISTICS, request)
+        decoded = decode_replies(replies, partial(
+            decode_statistics, covariance_type=covariance_type, n_components=n_components,
+            n_features=state.n_features, shift=shift,
+        ), records)
+        merged: list[SufficientStatistics] = []
+        for reply, stat in decoded:
+            if stat.status != STATUS_OK or stat.stats is None:
+                records[reply.source] = ClientRecord(reply.source, stat.client_id, "excluded", stat.reason)
+                continue
+            merged.append(stat.stats)
+            records[reply.source] = ClientRecord(
+                reply.source, stat.client_id, "ok", "", stat.stats.n_samples, n_components
+            )
+        require_clients(len(merged), min_clients, f"federated EM round {n_round}", records)
+        total = sum(merged, SufficientStatistics.zeros(n_components, state.n_features, covariance_type, shift))
+        prev = lower_bound
+        lower_bound = total.log_likelihood / total.n_samples
+        try:
+            state = m_step(total, reg_covar)
+        except DegenerateCovarianceError as exc:
+            raise DegenerateCovarianceError(f"federated EM round {n_round}: {exc}") from exc
+        comm = transport.communication
+        history.append(RoundRecord(n_round, lower_bound, len(merged), comm.bytes_up, comm.bytes_down))
+        if abs(lower_bound - prev) < tol:
+            converged = True
+            break
+    elapsed = time.perf_counter() - start - (transport_seconds(transport) - server_before)
+    return FederatedEMResult(
+        state=state,
+        init_state=init_state,
+        n_rounds=n_round,
+        converged=converged,
+        history=history,
+        records=records,
+        communication=transport.communication,
+        init_result=init_result,
+        server_seconds=elapsed,
+        lower_bound=lower_bound,
+    )
+
+
+def transport_seconds(transport: Transport) -> float:
+    """Seconds a transport has spent in exchanges so far (0 if it does not say)."""
+    return float(getattr(transport, "exchange_seconds", 0.0))

@@ -1,0 +1,345 @@
+"""FedGenGMM (one-shot): clients upload local GMMs once; the server fits the global GMM on samples of their union."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from fedgmm.exceptions import DegenerateCovarianceError
+from fedgmm.federated.client import FIT_LOCAL, local_fit_config
+from fedgmm.federated.local import LocalFitSettings
+from fedgmm.federated.messages import STATUS_OK, LocalModelReply, decode_local_model, encode_request
+from fedgmm.federated.transport import (
+    ClientRecord,
+    CommunicationLog,
+    Transport,
+    decode_replies,
+    require_clients,
+)
+from fedgmm.federated.union import union_mixture
+from fedgmm.gaussian_mixture import GaussianMixture
+from fedgmm.mixture import MixtureState
+from fedgmm.types import CovarianceType
+
+#: Default synthetic-set size, as a multiple of the clients' total sample count Σ n_c.
+DEFAULT_SYNTHETIC_FACTOR = 5.0
+#: The synthetic set never has fewer rows than this many per global component and dimension.
+MIN_SYNTHETIC_PER_PARAMETER_ROW = 10
+
+
+@dataclass(frozen=True)
+class GlobalFitSettings:
+    """How the server fits the global GMM on the synthetic set.
+
+    Attributes
+    ----------
+    n_components : int or (int, int)
+        Fixed K, or a ``(min, max)`` range chosen by BIC on the synthetic set.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    synthetic_size : float or int
+        A float is a multiple of ``Σ n_c``; an int is a row count.
+    reg_covar, max_iter, tol, n_init
+        As in :class:`fedgmm.GaussianMixture`.
+    init_params : {"union", "kmeans", "k-means++", "random", "random_from_data"}
+        How the global EM starts: ``"union"`` (default) from the clients' components
+        merged by weighted k-means++; otherwise scikit-learn's methods on the synthetic set.
+    """
+
+    n_components: int | tuple[int, int] = 10
+    covariance_type: CovarianceType = "full"
+    synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    tol: float = 1e-3
+    n_init: int = 1
+    init_params: str = "union"
+
+    def component_range(self) -> list[int]:
+        """The candidate K values."""
+        if isinstance(self.n_components, tuple):
+            lo, hi = self.n_components
+            if not 1 <= lo <= hi:
+                raise ValueError(f"n_components range needs 1 <= min <= max, got {self.n_components}.")
+            return list(range(lo, hi + 1))
+        if self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+        return [int(self.n_components)]
+
+
+def synthetic_count(settings: GlobalFitSettings, total_samples: int, n_features: int) -> int:
+    """Rows of the synthetic set for clients holding ``total_samples`` rows in all.
+
+    Raises
+    ------
+    ValueError
+        If the set is too small for the largest K asked for: it must hold at least
+        ``K · MIN_SYNTHETIC_PER_PARAMETER_ROW`` rows (and more than K).
+    """
+    size = settings.synthetic_size
+    if isinstance(size, bool) or not isinstance(size, int | float | np.integer | np.floating) or size <= 0:
+        raise ValueError(f"synthetic_size must be a positive float (multiple of Σ n_c) or int (rows), got {size!r}.")
+    count = round(size * total_samples) if isinstance(size, float | np.floating) else int(size)
+    k_max = max(settings.component_range())
+    needed = k_max * MIN_SYNTHETIC_PER_PARAMETER_ROW
+    if count < needed:
+        raise ValueError(
+            f"n_components={k_max} needs a synthetic set of at least {needed} rows, but synthetic_size="
+            f"{size!r} gives {count} (clients hold {total_samples} rows). Raise synthetic_size or "
+            "decrease n_components."
+        )
+    return count
+
+
+def fit_global_model(
+    union: MixtureState, total_samples: int, settings: GlobalFitSettings, rng: np.random.Generator
+) -> tuple[GaussianMixture, int, dict[int, float]]:
+    """FedGenGMM's server step: sample ``S ~ U`` and fit the global GMM on it.
+
+    Parameters
+    ----------
+    union : MixtureState
+        The size-weighted union of the local models.
+    total_samples : int
+        ``Σ n_c`` (sets the synthetic size when it is a multiple).
+    settings : GlobalFitSettings
+    rng : numpy.random.Generator
+        Draws the synthetic set, then seeds the global fit.
+
+    Returns
+    -------
+    (GaussianMixture, int, dict)
+        The global model, the synthetic-set size, and the BIC per candidate K (empty for a
+        fixed K).
+    """
+    count = synthetic_count(settings, total_samples, union.n_features)
+    synthetic, _ = union.sample(count, rng)
+    fit_seed = int(rng.integers(0, 2**31 - 1))
+    bic: dict[int, float] = {}
+    best: GaussianMixture | None = None
+    best_bic = np.inf
+    ks = settings.component_range()
+    for k in ks:
+        model = _fit_on_synthetic(synthetic, union, k, settings, fit_seed)
+        if len(ks) > 1:
+            bic[k] = model.bic(synthetic)
+            if bic[k] < best_bic:
+                best, best_bic = model, bic[k]
+        else:
+            best = model
+    assert best is not None
+    return best, count, bic
+
+
+def _fit_on_synthetic(
+    synthetic: np.ndarray, union: MixtureState, k: int, settings: GlobalFitSettings, seed: int
+) -> GaussianMixture:
+    """EM on the synthetic set, the best of ``n_init`` starts.
+
+    With ``init_params="union"`` each start is :func:`~fedgmm.federated.fedem.init_from_union`
+    (weighted k-means++ over the union's components, moment-matched): it begins EM at the
+    structure the clients found instead of at k-means partitions of the samples, which
+    avoids the poor local optima k-means gives when components overlap, and costs nothing
+    per sample.
+    """
+    from fedgmm.federated.fedem import init_from_union
+
+    rng = np.random.default_rng(seed)
+    best: GaussianMixture | None = None
+    for _ in range(settings.n_init if settings.init_params == "union" else 1):
+        kwargs: dict[str, object] = {}
+        if settings.init_params == "union":
+            start = init_from_union(union, k, settings.covariance_type, rng, reg_covar=settings.reg_covar)
+            kwargs = {"weights_init": start.weights, "means_init": start.means, "precisions_init": start.precisions}
+        model = GaussianMixture(
+            k,
+            covariance_type=settings.covariance_type,
+            reg_covar=settings.reg_covar,
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            n_init=1 if settings.init_params == "union" else settings.n_init,
+            init_params="kmeans" if settings.init_params == "union" else settings.init_params,
+            random_state=int(rng.integers(0, 2**31 - 1)),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            try:
+                model.fit(synthetic)
+            except DegenerateCovarianceError as exc:
+                raise DegenerateCovarianceError(f"global fit with K={k} on the synthetic set failed: {exc}") from exc
+        if best is None or model.lower_bound_ > best.lower_bound_:
+            best = model
+    assert best is not None
+    return best
+
+
+@dataclass
+class FedGenGMMResult:
+    """Outcome of a FedGenGMM run.
+
+    Attributes
+    ----------
+    global_model : GaussianMixture
+    union : MixtureState
+        The size-weighted union ``U`` of the kept local models.
+    local_models : dict of int to (MixtureState, int)
+        Kept local models and their ``n_c``, by client id.
+    records : dict of str to ClientRecord
+        What happened to every client.
+    communication : CommunicationLog
+    synthetic_size : int
+    bic : dict of int to float
+        BIC of each candidate global K (empty for a fixed K).
+    server_seconds : float
+        Wall time of the server step (union, sampling, global fit).
+    """
+
+    global_model: GaussianMixture
+    union: MixtureState
+    local_models: dict[int, tuple[MixtureState, int]]
+    records: dict[str, ClientRecord]
+    communication: CommunicationLog
+    synthetic_size: int
+    bic: dict[int, float] = field(default_factory=dict)
+    server_seconds: float = 0.0
+
+
+def server_rng(seed: int) -> np.random.Generator:
+    """The server's Generator for a run seed (independent of every client's)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E5]))
+
+
+def collect_local_models(
+    transport: Transport,
+    local: LocalFitSettings,
+    seed: int,
+    *,
+    min_clients: int = 1,
+    n_features: int | None = None,
+    transform: dict[str, np.ndarray] | None = None,
+    transform_id: str = "",
+) -> tuple[list[LocalModelReply], dict[str, ClientRecord]]:
+    """One upload round: every client fits its local GMM and sends it.
+
+    Replies are decoded and checked; failures, self-exclusions and rejected payloads are
+    recorded. When ``n_features`` is not given, the dimension most clients report wins
+    (ties: the lowest client id's) and the others are rejected.
+
+    Returns
+    -------
+    (list of LocalModelReply, dict of str to ClientRecord)
+        The usable models in client-id order, and a record for every client.
+
+    Raises
+    ------
+    FederationError
+        Fewer than ``min_clients`` usable models.
+    """
+    settings = local_fit_config(local, seed)
+    if transform_id:
+        settings["transform-id"] = transform_id
+    request = encode_request(FIT_LOCAL, settings, transform)
+    replies = transport.exchange(FIT_LOCAL, request)
+    records: dict[str, ClientRecord] = {}
+    decoded = decode_replies(
+        replies,
+        lambda c: decode_local_model(c, covariance_type=local.covariance_type, n_features=n_features),
+        records,
+    )
+    usable: list[tuple[str, LocalModelReply]] = []
+    for reply, model in decoded:
+        if model.status != STATUS_OK or model.state is None:
+            records[reply.source] = ClientRecord(reply.source, model.client_id, "excluded", model.reason, model.n_samples)
+            continue
+        if reply.client_id is not None and model.client_id != reply.client_id:
+            records[reply.source] = ClientRecord(
+                reply.source, reply.client_id, "rejected", f"reply claims client id {model.client_id}."
+            )
+            continue
+        usable.append((reply.source, model))
+    if n_features is None and usable:
+        dims = Counter(m.state.n_features for _, m in usable if m.state is not None)
+        top = max(dims.values())
+        winner = min(
+            (m.client_id, m.state.n_features) for _, m in usable if m.state is not None and dims[m.state.n_features] == top
+        )[1]
+        kept = []
+        for source, model in usable:
+            assert model.state is not None
+            if model.state.n_features != winner:
+                records[source] = ClientRecord(
+                    source, model.client_id, "rejected",
+                    f"local model has {model.state.n_features} features, most clients have {winner}.",
+                )
+            else:
+                kept.append((source, model))
+        usable = kept
+    seen: set[int] = set()
+    result = []
+    for source, model in sorted(usable, key=lambda sm: sm[1].client_id):
+        assert model.state is not None
+        if model.client_id in seen:
+            records[source] = ClientRecord(source, model.client_id, "rejected", "duplicate client id.")
+            continue
+        seen.add(model.client_id)
+        records[source] = ClientRecord(
+            source, model.client_id, "ok", model.reason, model.n_samples, model.state.n_components
+        )
+        result.append(model)
+    require_clients(len(result), min_clients, "FedGenGMM upload", records)
+    return result, records
+
+
+def run_fedgengmm(
+    transport: Transport,
+    local: LocalFitSettings,
+    global_settings: GlobalFitSettings,
+    seed: int,
+    *,
+    min_clients: int = 1,
+    n_features: int | None = None,
+    transform: dict[str, np.ndarray] | None = None,
+    transform_id: str = "",
+) -> FedGenGMMResult:
+    """Run FedGenGMM over ``transport``: one upload round, then the server step.
+
+    Parameters
+    ----------
+    transport : Transport
+    local : LocalFitSettings
+        How clients fit their local models (K fixed or by BIC, per client).
+    global_settings : GlobalFitSettings
+    seed : int
+        Run seed: clients derive theirs from it and their id; the server's Generator
+        draws the synthetic set and seeds the global fit.
+    min_clients : int
+        Fewest usable local models to go on with.
+    n_features : int, optional
+        Expected dimension (else the majority's).
+    transform, transform_id
+        Federated preprocessing to apply on the clients (see :mod:`fedgmm.federated.client`).
+    """
+    models, records = collect_local_models(
+        transport, local, seed, min_clients=min_clients, n_features=n_features,
+        transform=transform, transform_id=transform_id,
+    )
+    start = time.perf_counter()
+    states = [m.state for m in models if m.state is not None]
+    counts = [m.n_samples for m in models]
+    union = union_mixture(states, counts)
+    global_model, size, bic = fit_global_model(union, int(sum(counts)), global_settings, server_rng(seed))
+    return FedGenGMMResult(
+        global_model=global_model,
+        union=union,
+        local_models={m.client_id: (m.state, m.n_samples) for m in models if m.state is not None},
+        records=records,
+        communication=transport.communication,
+        synthetic_size=size,
+        bic=bic,
+        server_seconds=time.perf_counter() - start,
+    )
