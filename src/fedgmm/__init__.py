@@ -17,7 +17,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fedgmm.federated import FedGenGMM, FederatedEM
+    from fedgmm.federated import FederatedEM, FedGenGMM
     from fedgmm.gaussian_mixture import GaussianMixture
     from fedgmm.mixture import MixtureState
 

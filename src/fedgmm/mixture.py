@@ -75,19 +75,17 @@ def precision_cholesky_from_covariances(
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     if covariance_type in ("full", "tied"):
         stack = covariances if covariance_type == "full" else covariances[None]
-        out = np.empty_like(stack)
-        eye = np.eye(stack.shape[-1])
-        for k, cov in enumerate(stack):
-            try:
-                chol = linalg.cholesky(cov, lower=True)
-            except linalg.LinAlgError as exc:
-                raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE) from exc
-            if np.any(np.diag(chol) <= 0.0):
-                raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
-            out[k] = linalg.solve_triangular(chol, eye, lower=True).T
+        # Batched over components: per-matrix scipy calls cost ~25 µs each in overhead.
+        try:
+            chol = np.linalg.cholesky(stack)
+        except np.linalg.LinAlgError as exc:
+            raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE) from exc
+        if np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0.0):
+            raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+        out = np.tril(np.linalg.inv(chol)).transpose(0, 2, 1)
         if not np.all(np.isfinite(out)):
             raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
-        return out if covariance_type == "full" else out[0]
+        return np.ascontiguousarray(out) if covariance_type == "full" else np.ascontiguousarray(out[0])
     if np.any(covariances <= 0.0):
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     return 1.0 / np.sqrt(covariances)

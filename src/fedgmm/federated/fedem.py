@@ -144,6 +144,7 @@ def run_federated_em(
     min_clients: int = 1,
     transform: dict[str, np.ndarray] | None = None,
     transform_id: str = "",
+    on_round: Callable[[RoundRecord, MixtureState], None] | None = None,
 ) -> FederatedEMResult:
     """Federated EM over ``transport``, from a given mixture or an initialisation round.
 
@@ -165,6 +166,8 @@ def run_federated_em(
         The hybrid's FedGenGMM global fit (``n_components`` is forced to this K).
     min_clients : int
         Fewest clients whose statistics must arrive each round.
+    on_round : callable, optional
+        ``on_round(record, state)`` after every M-step (e.g. to score each round's model).
     """
     start = time.perf_counter()
     server_before = transport_seconds(transport)
@@ -204,6 +207,7 @@ def run_federated_em(
     converged = False
     lower_bound = -np.inf
     n_round = 0
+    callback_seconds = 0.0
     for n_round in range(1, max_rounds + 1):
         shift = reference_point(state)
         settings: dict[str, str] = {"covariance-type": covariance_type}
@@ -237,10 +241,14 @@ def run_federated_em(
             raise DegenerateCovarianceError(f"federated EM round {n_round}: {exc}") from exc
         comm = transport.communication
         history.append(RoundRecord(n_round, lower_bound, len(merged), comm.bytes_up, comm.bytes_down))
+        if on_round is not None:
+            cb_start = time.perf_counter()
+            on_round(history[-1], state)
+            callback_seconds += time.perf_counter() - cb_start
         if abs(lower_bound - prev) < tol:
             converged = True
             break
-    elapsed = time.perf_counter() - start - (transport_seconds(transport) - server_before)
+    elapsed = time.perf_counter() - start - (transport_seconds(transport) - server_before) - callback_seconds
     return FederatedEMResult(
         state=state,
         init_state=init_state,
