@@ -29,6 +29,7 @@ NAMES = [
     "italy-power-demand",
     "arrowhead",
     "kdd-tsad-135",
+    "blobs",
 ]
 
 
@@ -37,7 +38,7 @@ def test_list_datasets_names_kinds_and_shapes() -> None:
     assert [info.name for info in infos] == NAMES
     assert all(isinstance(info, DatasetInfo) for info in infos)
     by_name = {info.name: info for info in infos}
-    assert {info.kind for info in infos} == {"image", "tabular", "time series"}
+    assert {info.kind for info in infos} == {"image", "tabular", "time series", "synthetic"}
     assert (by_name["digits"].n_samples, by_name["digits"].n_features) == (1797, 64)
     assert (by_name["fashion-mnist"].n_samples, by_name["fashion-mnist"].n_features) == (70000, 784)
     assert by_name["shuttle"].n_outliers == 3511
@@ -153,3 +154,12 @@ def test_encode_labels_numeric_and_text() -> None:
     assert y.tolist() == [1, 0, 0, 1] and names == ("2", "10")
     y, names = encode_labels(np.array(["dog", "cat", "dog"]))
     assert y.tolist() == [1, 0, 1] and names == ("cat", "dog")
+
+
+def test_blobs_are_reproducible_and_sized() -> None:
+    a = load_dataset("blobs")
+    assert a.X.shape == (3000, 2) and a.n_classes == 6 and a.anomaly is None
+    np.testing.assert_array_equal(a.X, load_dataset("blobs").X)
+    b = load_dataset("blobs", n_samples=100, n_features=5, seed=1)
+    assert b.X.shape == (100, 5)
+    assert not np.array_equal(b.X[:, :2], load_dataset("blobs", n_samples=100, n_features=5, seed=2).X[:, :2])

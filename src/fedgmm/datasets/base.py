@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["Dataset", "DatasetInfo", "DatasetKind", "encode_labels"]
 
-DatasetKind = Literal["image", "tabular", "time series"]
+DatasetKind = Literal["image", "tabular", "time series", "synthetic"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fedgmm.datasets import image, tabular, timeseries
+from fedgmm.datasets import image, synthetic, tabular, timeseries
 from fedgmm.datasets.base import Dataset, DatasetInfo, DatasetKind
 from fedgmm.datasets.files import load_file
 from fedgmm.datasets.locate import (
@@ -121,6 +121,12 @@ _REGISTRY: dict[str, _Entry] = {
         description="KDD-TSAD 135 heart-rate series as sliding windows, anomaly = overlaps the labelled event",
         shape=(930, 64), n_classes=1, n_outliers=9, loader=timeseries.load_kdd_tsad_135,
         available=_has_aeon_files("kdd-tsad-135"), install_hint=_AEON_HINT,
+    ),
+    "blobs": _Entry(
+        kind="synthetic",
+        description="6 anisotropic Gaussian blobs in 2-D, generated (n_samples=, n_features=, seed=)",
+        shape=(3000, 2), n_classes=6, n_outliers=None, loader=synthetic.load_blobs,
+        available=lambda: True, install_hint=_constant("(generated; nothing to install)"),
     ),
 }  # fmt: skip
 

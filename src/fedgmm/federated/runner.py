@@ -17,6 +17,7 @@ from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettin
 from fedgmm.federated.inprocess import InProcessTransport, ProgressCallback
 from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
 from fedgmm.federated.messages import STATUS_OK
+from fedgmm.federated.preprocessing import Transform
 from fedgmm.federated.transport import ClientRecord, CommunicationLog
 from fedgmm.gaussian_mixture import GaussianMixture
 from fedgmm.mixture import MixtureState
@@ -126,6 +127,7 @@ def run_method(
     n_jobs: int = 1,
     progress: ProgressCallback | None = None,
     keep_round_states: bool = False,
+    transform: Transform | None = None,
 ) -> MethodRun:
     """Run one method over in-process clients.
 
@@ -141,6 +143,9 @@ def run_method(
         ``progress(kind, n_done, n_total)`` after each client answers.
     keep_round_states : bool
         Keep every federated EM round's model (to score it per round).
+    transform : Transform, optional
+        Federated preprocessing: federated methods ship it to the clients with their first
+        request (its bytes are counted); the baselines apply it directly.
 
     Returns
     -------
@@ -148,6 +153,8 @@ def run_method(
     """
     start = time.perf_counter()
     run: MethodRun
+    if transform is not None and spec.method in ("centralized", "local", "union"):
+        clients = [transform.apply(X) if np.asarray(X).shape[0] else np.empty((0, transform.n_features_out)) for X in clients]
     if spec.method == "centralized":
         t = time.perf_counter()
         model = centralized_model(
@@ -167,16 +174,16 @@ def run_method(
             for r in replies
         ]
         t = time.perf_counter()
-        model = union_model(replies) if spec.method == "union" else None
+        union = union_model(replies) if spec.method == "union" else None
         run = MethodRun(
-            spec, model, locals_, records=records, client_seconds=client_seconds,
+            spec, union, locals_, records=records, client_seconds=client_seconds,
             server_seconds=time.perf_counter() - t,
             extra={"local_client_ids": [r.client_id for r in ok], "local_n_samples": [r.n_samples for r in ok]},
         )
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            run = _run_federated(spec, clients, seed, n_jobs, progress, keep_round_states)
+            run = _run_federated(spec, clients, seed, n_jobs, progress, keep_round_states, transform)
     run.wall_seconds = time.perf_counter() - start
     return run
 
@@ -188,11 +195,16 @@ def _run_federated(
     n_jobs: int,
     progress: ProgressCallback | None,
     keep_round_states: bool,
+    transform: Transform | None,
 ) -> MethodRun:
     data = [np.asarray(X, dtype=np.float64) for X in clients]
+    tf = {"transform": transform.arrays(), "transform_id": transform.transform_id} if transform is not None else {}
     with InProcessTransport(data, n_jobs=n_jobs, progress=progress) as transport:
         if spec.method == "fedgengmm":
-            res = run_fedgengmm(transport, spec.local_settings(), spec.global_settings(), seed, min_clients=spec.min_clients)
+            res = run_fedgengmm(
+                transport, spec.local_settings(), spec.global_settings(), seed, min_clients=spec.min_clients,
+                **tf,  # type: ignore[arg-type]
+            )
             return MethodRun(
                 spec, res.global_model,
                 [GaussianMixture.from_state(res.local_models[c][0]) for c in sorted(res.local_models)],
@@ -212,6 +224,7 @@ def _run_federated(
             init="fedgengmm" if spec.method == "hybrid" else spec.init,
             local=spec.local_settings(), global_settings=spec.global_settings(), seed=seed,
             min_clients=spec.min_clients, on_round=record,
+            **tf,  # type: ignore[arg-type]
         )
         model = GaussianMixture.from_state(fem.state)
         model.converged_, model.n_iter_, model.lower_bound_ = fem.converged, fem.n_rounds, fem.lower_bound

@@ -1,0 +1,1 @@
+"""Experiments: study configs, the study runner, results files, reports and plots."""
