@@ -1,15 +1,42 @@
-"""The ``fedgmm`` command."""
+"""The ``fedgmm`` command: run studies, write reports, list datasets, fit and score models."""
 
 from __future__ import annotations
 
-import time
+import csv
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Federated Gaussian mixture models: FedGenGMM, federated EM, studies and a Flower app.", no_args_is_help=True)
+app = typer.Typer(
+    help="Federated Gaussian mixture models: FedGenGMM, federated EM, studies and a Flower app.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_STUDY = "main"
+DEFAULT_OUT = Path("fedgmm-output")
+
+T = TypeVar("T")
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``; turn our and the user's expected errors into one clear line and exit 2."""
+    from fedgmm.exceptions import FedGMMError
+
+    try:
+        return action()
+    except (FedGMMError, ValueError, FileNotFoundError, TypeError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -17,35 +44,253 @@ def _root() -> None:
     """Federated Gaussian mixture models."""
 
 
-@app.command()
-def run(
-    n_components: int = typer.Option(10, help="Mixture components."),
-    seed: int = typer.Option(0, help="Random seed."),
-) -> None:
-    """Main job: fit a GMM to the bundled digits data (PCA to 16 dims) and print what it found."""
-    from sklearn.datasets import load_digits
-    from sklearn.decomposition import PCA
-    from sklearn.model_selection import train_test_split
+def _resolve_study(config: str) -> Path:
+    from fedgmm.experiments.config import ConfigError, shipped_studies
 
-    from fedgmm import GaussianMixture
+    path = Path(config)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    studies = shipped_studies()
+    if config in studies:
+        return studies[config]
+    raise ConfigError(f"{config!r} is neither a study config file nor a shipped study ({', '.join(studies)}).")
 
-    X, y = load_digits(return_X_y=True)
-    X = PCA(16, random_state=seed).fit_transform(X)
-    X_train, X_test = train_test_split(X, test_size=0.25, random_state=seed, stratify=y)
-    start = time.perf_counter()
-    gm = GaussianMixture(n_components, covariance_type="full", random_state=seed, reg_covar=1e-3).fit(X_train)
-    took = time.perf_counter() - start
-    table = Table(title=f"GaussianMixture on digits (PCA 16), {X_train.shape[0]} train / {X_test.shape[0]} test rows")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("components", str(n_components))
-    table.add_row("EM iterations", f"{gm.n_iter_} ({'converged' if gm.converged_ else 'not converged'})")
-    table.add_row("train log-likelihood (nats/sample)", f"{gm.score(X_train):.3f}")
-    table.add_row("test log-likelihood (nats/sample)", f"{gm.score(X_test):.3f}")
-    table.add_row("BIC (train)", f"{gm.bic(X_train):.1f}")
-    table.add_row("fit time", f"{took:.2f} s")
+
+def _print_summary(results: Path, title: str) -> None:
+    from fedgmm.experiments.report import summarize
+    from fedgmm.experiments.results import read_rows
+
+    rows = list(read_rows(results))
+    table = Table(title=title)
+    for column in ("dataset", "method", "α", "test log-lik (nats)", "AUC-PR", "rounds", "bytes up", "bytes down", "seeds"):
+        table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
+    for entry in summarize(rows, ["dataset", "label", "alpha"]):
+
+        def fmt(name: str, digits: int = 3, entry: dict[str, Any] = entry) -> str:
+            mean, std = entry.get(f"{name}_mean"), entry.get(f"{name}_std")
+            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+                return "—"
+            if name.startswith("bytes"):
+                return f"{mean / 1e3:,.0f} kB"
+            if name == "rounds":
+                return f"{mean:.0f}"
+            return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+        alpha = entry.get("alpha")
+        table.add_row(
+            str(entry["dataset"]), str(entry["label"]), "—" if alpha is None else f"{alpha:g}",
+            fmt("test_loglik"), fmt("auc_pr"), fmt("rounds"), fmt("bytes_up"), fmt("bytes_down"), str(entry["n"]),
+        )
     console.print(table)
 
 
+def _run_study(config: str, profile: str | None, out: Path | None, jobs: int | None, progress: bool) -> None:
+    from dataclasses import replace
+
+    from fedgmm.experiments.config import load_config
+    from fedgmm.experiments.study import run_study
+
+    path = _resolve_study(config)
+    cfg = load_config(path, profile=profile)
+    if jobs is not None:
+        cfg = replace(cfg, n_jobs=jobs)
+    out_dir = out or DEFAULT_OUT / (cfg.name + (f"-{profile}" if profile else ""))
+    console.print(f"[bold]study[/] {cfg.name} ({path}{', profile ' + profile if profile else ''}) → {out_dir}")
+    outcome = run_study(cfg, out_dir, console=console, show_progress=progress)
+    console.print(
+        f"{outcome.computed} run(s) computed, {outcome.cached} taken from {outcome.results_path}"
+        + (f", [yellow]{outcome.failed} failed[/]" if outcome.failed else "")
+    )
+    _print_summary(outcome.results_path, f"{cfg.name}: mean ± std over seeds")
+    if outcome.report_path is not None:
+        console.print(f"report: {outcome.report_path}")
+
+
+@app.command()
+def run(
+    out: Path = typer.Option(None, help="Output directory (default fedgmm-output/main-quick)."),
+    full: bool = typer.Option(False, help="Run the full profile of the main study instead of the quick one."),
+    jobs: int = typer.Option(None, help="Worker processes for the clients."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Main job: the embedded default study (FedGenGMM against the baselines on digits), table and report."""
+    _guard(lambda: _run_study(DEFAULT_STUDY, None if full else "quick", out, jobs, progress))
+
+
+@app.command()
+def study(
+    config: str = typer.Argument(..., help="A study config (.toml) or the name of a shipped study."),
+    profile: str = typer.Option(None, help="A profile of the config, e.g. 'quick'."),
+    out: Path = typer.Option(None, help="Output directory (default fedgmm-output/NAME[-PROFILE])."),
+    jobs: int = typer.Option(None, help="Worker processes for the clients."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run a study; finished runs are cached in the output directory, so an interrupted study resumes."""
+    _guard(lambda: _run_study(config, profile, out, jobs, progress))
+
+
+@app.command()
+def studies() -> None:
+    """List the shipped studies."""
+    from fedgmm.experiments.config import load_config, shipped_studies
+
+    table = Table(title="shipped studies (fedgmm study NAME [--profile quick])")
+    table.add_column("name")
+    table.add_column("what it measures")
+    for name, path in shipped_studies().items():
+        table.add_row(name, load_config(path).description)
+    console.print(table)
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="A results.jsonl file written by a study."),
+    out: Path = typer.Option(None, help="Output directory (default: next to the results file)."),
+) -> None:
+    """Write the markdown report and plots of a results file."""
+
+    def action() -> None:
+        from fedgmm.experiments.report import write_report
+
+        if not results.is_file():
+            raise FileNotFoundError(f"{results}: no such results file.")
+        out_dir = out or results.parent
+        path = write_report(results, out_dir, models_dir=results.parent / "models")
+        _print_summary(results, f"{results}: mean ± std over seeds")
+        console.print(f"report: {path}")
+
+    _guard(action)
+
+
+@app.command()
+def datasets() -> None:
+    """What data is installed, and how to install the rest."""
+    from fedgmm.datasets import list_datasets
+
+    table = Table(title="datasets (load_dataset(name))")
+    for column in ("name", "kind", "rows × features", "classes", "outliers", "installed", "install"):
+        table.add_column(column)
+    for info in list_datasets():
+        table.add_row(
+            info.name, info.kind, f"{info.n_samples:,} × {info.n_features}", str(info.n_classes),
+            "—" if info.n_outliers is None else f"{info.n_outliers:,}",
+            "[green]yes[/]" if info.available else "[red]no[/]", "" if info.available else info.install_hint,
+        )
+    console.print(table)
+
+
+def _read_client_file(path: Path, label_column: str | None) -> Any:
+    from fedgmm.datasets import load_file
+
+    column: int | str | None = label_column
+    if label_column is not None and label_column.lstrip("-").isdigit():
+        column = int(label_column)
+    return load_file(path, label_column=column).X
+
+
+@app.command()
+def fit(
+    files: list[Path] = typer.Argument(..., help="One .csv or .npy file per client."),
+    out: Path = typer.Option(Path("model.npz"), help="Where to write the model file."),
+    method: str = typer.Option("fedgengmm", help="fedgengmm, fedem, hybrid or centralized."),
+    components: int = typer.Option(10, help="Global number of components K."),
+    covariance_type: str = typer.Option("full", help="full, tied, diag or spherical."),
+    local_components: str = typer.Option("1-10", help="Clients' K: a number, or a BIC range 'MIN-MAX'."),
+    synthetic_size: float = typer.Option(5.0, help="FedGenGMM synthetic set, as a multiple of the rows."),
+    rounds: int = typer.Option(40, help="Federated EM rounds (most), or the hybrid's rounds."),
+    reg_covar: float = typer.Option(1e-6, help="Added to covariance diagonals."),
+    label_column: str = typer.Option(None, help="Column (index or header name) to ignore as a label."),
+    seed: int = typer.Option(0, help="Run seed."),
+) -> None:
+    """Train a global GMM on your own files, one file per client, and save it."""
+
+    def action() -> None:
+        import numpy as np
+
+        from fedgmm.federated.runner import MethodSpec, run_method
+        from fedgmm.model_io import save_mixture
+
+        if method not in ("fedgengmm", "fedem", "hybrid", "centralized"):
+            raise ValueError(f"--method must be fedgengmm, fedem, hybrid or centralized, got {method!r}.")
+        parts = local_components.split("-")
+        if not all(p.strip().isdigit() for p in parts) or len(parts) > 2:
+            raise ValueError(f"--local-components must be a number or 'MIN-MAX', got {local_components!r}.")
+        local: int | tuple[int, int] = int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        clients = [np.asarray(_read_client_file(f, label_column)) for f in files]
+        from fedgmm.federated.estimators import check_clients
+
+        check_clients(clients)
+        spec = MethodSpec(
+            method, n_components=components, covariance_type=covariance_type,  # type: ignore[arg-type]
+            local_components=local, synthetic_size=synthetic_size, reg_covar=reg_covar, max_rounds=rounds,
+        )
+        result = run_method(spec, clients, seed=seed)
+        if result.model is None:
+            raise ValueError(f"{method} produced no global model.")
+        comm = result.communication.summary()
+        excluded = [f"{r.source}: {r.reason}" for r in result.records if r.status != "ok"]
+        save_mixture(out, result.model.state_, extra={
+            "algorithm": method, "clients": [str(f) for f in files], "seed": seed, "communication": comm,
+            "excluded": excluded,
+        })  # fmt: skip
+        table = Table(title=f"{method} on {len(files)} client file(s)")
+        table.add_column("")
+        table.add_column("value", justify="right")
+        table.add_row("components", str(result.model.n_components))
+        table.add_row("rows (all clients)", f"{sum(c.shape[0] for c in clients):,}")
+        for name, X in zip(files, clients, strict=True):
+            table.add_row(f"mean log-lik on {name.name}", f"{result.model.score(X):.3f}" if X.shape[0] else "—")
+        table.add_row("rounds / bytes up / bytes down", f"{comm['rounds']} / {comm['bytes_up']:,} / {comm['bytes_down']:,}")
+        console.print(table)
+        for line in excluded:
+            err_console.print(f"[yellow]excluded[/] {line}")
+        console.print(f"model: {out}")
+
+    _guard(action)
+
+
+@app.command()
+def score(
+    model: Path = typer.Argument(..., help="A fedgmm model file (.npz)."),
+    data: Path = typer.Argument(..., help="Rows to score (.csv or .npy)."),
+    threshold: float = typer.Option(None, help="Flag rows with log-likelihood below this."),
+    quantile: float = typer.Option(0.05, help="Without --threshold: flag this lowest share of the rows."),
+    label_column: str = typer.Option(None, help="Column (index or header name) to ignore as a label."),
+    out: Path = typer.Option(None, help="Write the CSV here instead of standard output."),
+) -> None:
+    """Per-row log-likelihood and anomaly flags (log-likelihood below the threshold)."""
+
+    def action() -> None:
+        import numpy as np
+
+        from fedgmm.gaussian_mixture import GaussianMixture
+
+        gm = GaussianMixture.load(model)
+        X = np.asarray(_read_client_file(data, label_column))
+        if X.shape[1] != gm.n_features_in_:
+            raise ValueError(f"{data} has {X.shape[1]} features, the model expects {gm.n_features_in_}.")
+        ll = gm.score_samples(X)
+        if threshold is None:
+            if not 0 < quantile < 1:
+                raise ValueError(f"--quantile must be in (0, 1), got {quantile}.")
+            cut = float(np.quantile(ll, quantile))
+        else:
+            cut = float(threshold)
+        flags = ll < cut
+        handle = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
+        try:
+            writer = csv.writer(handle)
+            writer.writerow(["row", "log_likelihood", "anomaly"])
+            for i, (v, f) in enumerate(zip(ll, flags, strict=True)):
+                writer.writerow([i, f"{v:.6f}", int(f)])
+        finally:
+            if out:
+                handle.close()
+        err_console.print(f"{int(flags.sum())} of {len(ll)} rows flagged (log-likelihood < {cut:.4f}).")
+
+    _guard(action)
+
+
 def main() -> None:
+    """Console-script entry point."""
     app()

@@ -1,0 +1,286 @@
+"""Study configs: a TOML file, checked strictly (a typo'd key is an error that names it)."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedgmm.federated.runner import METHODS
+from fedgmm.types import COVARIANCE_TYPES
+
+PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "quantity")
+PREPROCESSING_MODES = ("federated", "public", "none")
+SWEEPABLE = ("local_components", "synthetic_size", "hybrid_rounds", "contamination", "n_components")
+
+
+class ConfigError(ValueError):
+    """A study config is malformed; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """How the training rows are split over clients (names as Flower Datasets')."""
+
+    name: str = "dirichlet"
+    num_partitions: int = 10
+    alpha: tuple[float, ...] = (1.0,)
+    min_partition_size: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Standardisation and PCA: federated (one counted round), public (free) or none."""
+
+    mode: str = "federated"
+    standardize: bool = True
+    pca: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model settings shared by every method of the study."""
+
+    n_components: int = 10
+    covariance_type: str = "full"
+    local_components: int | tuple[int, int] = (1, 10)
+    synthetic_size: float | int = 5.0
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    tol: float = 1e-3
+    max_rounds: int = 40
+    em_tol: float = 1e-3
+    init: str = "kmeans++"
+    hybrid_rounds: int = 3
+    min_samples_per_component: int = 5
+
+
+@dataclass(frozen=True)
+class ContaminationConfig:
+    """Robustness: what a contaminated client's data looks like.
+
+    A fraction ``contamination`` (swept) of the clients gets ``share`` of its rows
+    replaced by points drawn uniformly from the training data's bounding box widened by
+    ``margin`` times its extent on every side.
+    """
+
+    share: float = 0.5
+    margin: float = 0.5
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study: data, partition, preprocessing, methods, model settings, sweeps, seeds."""
+
+    name: str
+    description: str = ""
+    datasets: tuple[str, ...] = ("digits",)
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: tuple[str, ...] = ("centralized", "local", "union", "fedgengmm", "fedem")
+    seeds: tuple[int, ...] = (0,)
+    test_fraction: float = 0.25
+    ood_classes: tuple[int, ...] = ()
+    n_jobs: int = 1
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
+    source: str = ""
+
+
+_TOP_KEYS = {
+    "name", "description", "datasets", "dataset_options", "methods", "seeds", "test_fraction", "ood",
+    "n_jobs", "partition", "preprocessing", "model", "sweep", "contamination", "profiles",
+}  # fmt: skip
+_SECTION_KEYS = {
+    "partition": {"name", "num_partitions", "alpha", "min_partition_size", "num_shards_per_partition",
+                  "num_classes_per_partition", "class_assignment_mode", "self_balancing", "max_attempts"},
+    "preprocessing": {"mode", "standardize", "pca"},
+    "model": {f for f in ModelConfig.__dataclass_fields__},
+    "sweep": set(SWEEPABLE),
+    "contamination": {"share", "margin"},
+    "ood": {"classes"},
+}  # fmt: skip
+
+
+def _fail(where: str, message: str) -> ConfigError:
+    return ConfigError(f"{where}: {message}")
+
+
+def _check_keys(where: str, section: str, data: dict[str, Any], allowed: set[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {sorted(allowed)}."
+            label = f"[{section}] " if section else ""
+            raise _fail(where, f"unknown key {label}{key!r}.{hint}")
+
+
+def _apply_profile(data: dict[str, Any], profile: dict[str, Any], where: str) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for dotted, value in profile.items():
+        parts = dotted.split(".")
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise _fail(where, f"profile key {dotted!r} does not name a table entry.")
+        if isinstance(value, dict) and isinstance(target.get(parts[-1]), dict):
+            target[parts[-1]].update(value)
+        else:
+            target[parts[-1]] = value
+    return out
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+
+def _local_components(value: Any, where: str) -> int | tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        lo, hi = value
+        if 1 <= lo <= hi:
+            return (lo, hi)
+    raise _fail(where, f"local_components must be an int >= 1 or a [min, max] pair, got {value!r}.")
+
+
+def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str | None = None) -> StudyConfig:
+    """Build a :class:`StudyConfig` from parsed TOML, applying a profile's overrides.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys (with the closest valid one), wrong types, unknown datasets,
+        methods, partitioners or covariance types, or an unknown profile.
+    """
+    from fedgmm.datasets import list_datasets
+
+    _check_keys(where, "", data, _TOP_KEYS)
+    profiles = data.get("profiles", {})
+    if profile is not None:
+        if profile not in profiles:
+            raise _fail(where, f"no profile {profile!r}; the config has {sorted(profiles) or 'none'}.")
+        data = _apply_profile({k: v for k, v in data.items() if k != "profiles"}, profiles[profile], where)
+    for section, allowed in _SECTION_KEYS.items():
+        if section in data:
+            if not isinstance(data[section], dict):
+                raise _fail(where, f"[{section}] must be a table.")
+            _check_keys(where, section, data[section], allowed)
+    if "name" not in data or not isinstance(data["name"], str) or not data["name"].strip():
+        raise _fail(where, "a study needs a 'name'.")
+    known = {info.name for info in list_datasets()}
+    datasets = _as_tuple(data.get("datasets", ["digits"]))
+    for ds in datasets:
+        if ds not in known:
+            close = difflib.get_close_matches(str(ds), sorted(known), n=1)
+            raise _fail(where, f"unknown dataset {ds!r}." + (f" Did you mean {close[0]!r}?" if close else f" Known: {sorted(known)}."))
+    methods = _as_tuple(data.get("methods", list(StudyConfig.methods)))
+    for m in methods:
+        if m not in METHODS:
+            raise _fail(where, f"unknown method {m!r}; expected some of {list(METHODS)}.")
+    part = dict(data.get("partition", {}))
+    pname = part.pop("name", "dirichlet")
+    if pname not in PARTITIONERS:
+        raise _fail(where, f"unknown partitioner {pname!r}; expected one of {list(PARTITIONERS)}.")
+    partition = PartitionConfig(
+        name=pname,
+        num_partitions=int(part.pop("num_partitions", 10)),
+        alpha=tuple(float(a) for a in _as_tuple(part.pop("alpha", 1.0))),
+        min_partition_size=int(part.pop("min_partition_size", 10)),
+        extra=part,
+    )
+    pre = data.get("preprocessing", {})
+    preprocessing = PreprocessingConfig(
+        mode=pre.get("mode", "federated"), standardize=bool(pre.get("standardize", True)), pca=int(pre.get("pca", 0))
+    )
+    if preprocessing.mode not in PREPROCESSING_MODES:
+        raise _fail(where, f"[preprocessing] mode must be one of {list(PREPROCESSING_MODES)}, got {preprocessing.mode!r}.")
+    model_data = dict(data.get("model", {}))
+    if "local_components" in model_data:
+        model_data["local_components"] = _local_components(model_data["local_components"], where)
+    for key, value in model_data.items():
+        default = getattr(ModelConfig, key)
+        if key == "local_components":
+            continue
+        if key == "synthetic_size":
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise _fail(where, f"[model] {key} = {value!r} has the wrong type; expected {type(default).__name__}.")
+    model = ModelConfig(**model_data)
+    if model.covariance_type not in COVARIANCE_TYPES:
+        raise _fail(where, f"[model] covariance_type must be one of {list(COVARIANCE_TYPES)}, got {model.covariance_type!r}.")
+    sweep: dict[str, tuple[Any, ...]] = {}
+    for key, values in data.get("sweep", {}).items():
+        if not isinstance(values, list) or not values:
+            raise _fail(where, f"[sweep] {key} must be a non-empty list of values.")
+        if key == "local_components":
+            sweep[key] = tuple(_local_components(v, where) for v in values)
+        else:
+            sweep[key] = tuple(values)
+    contamination = ContaminationConfig(**data.get("contamination", {}))
+    seeds = tuple(int(s) for s in _as_tuple(data.get("seeds", [0])))
+    test_fraction = float(data.get("test_fraction", 0.25))
+    if not 0 < test_fraction < 1:
+        raise _fail(where, f"test_fraction must be in (0, 1), got {test_fraction}.")
+    options = data.get("dataset_options", {})
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise _fail(where, "[dataset_options] must map dataset names to tables of loader arguments.")
+    return StudyConfig(
+        name=data["name"].strip(),
+        description=str(data.get("description", "")),
+        datasets=tuple(str(d) for d in datasets),
+        dataset_options={str(k): dict(v) for k, v in options.items()},
+        methods=tuple(str(m) for m in methods),
+        seeds=seeds,
+        test_fraction=test_fraction,
+        ood_classes=tuple(int(c) for c in data.get("ood", {}).get("classes", [])),
+        n_jobs=int(data.get("n_jobs", 1)),
+        partition=partition,
+        preprocessing=preprocessing,
+        model=model,
+        sweep=sweep,
+        contamination=contamination,
+        source=where,
+    )
+
+
+def load_config(path: str | Path, *, profile: str | None = None) -> StudyConfig:
+    """Read and check a study config file (TOML).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not TOML, or not a valid study (the message says where).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study config file.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    try:
+        return parse_config(data, where=str(path), profile=profile)
+    except TypeError as exc:  # e.g. an unexpected keyword in a section dataclass
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def shipped_studies() -> dict[str, Path]:
+    """The study configs shipped inside the package, by name."""
+    root = Path(__file__).resolve().parent.parent / "studies"
+    return {p.stem: p for p in sorted(root.glob("*.toml"))}

@@ -1,0 +1,457 @@
+"""The study runner: expand a config's grid, run every cell once, append results, resume after interruption."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fedgmm.datasets import Dataset, load_dataset
+from fedgmm.em.stats import score_samples
+from fedgmm.experiments.config import StudyConfig
+from fedgmm.experiments.results import RESULTS_FILE, ResultRow, RoundPoint, append_rows, read_rows
+from fedgmm.federated.inprocess import InProcessTransport
+from fedgmm.federated.preprocessing import Transform, run_preprocessing, transform_from_moments
+from fedgmm.federated.runner import MethodRun, MethodSpec, run_method
+from fedgmm.federated.transport import CommunicationLog
+from fedgmm.mixture import MixtureState
+from fedgmm.model_io import save_mixture
+from fedgmm.partition import make_partitioner
+
+LABELS = {
+    "centralized": "Centralized",
+    "local": "Local only",
+    "union": "Union (no retraining)",
+    "fedgengmm": "FedGenGMM",
+    "fedem": "Federated EM",
+}
+#: Which swept settings change which method (the others share one run per data cell).
+RELEVANT = {
+    "local_components": {"local", "union", "fedgengmm", "fedem", "hybrid"},
+    "synthetic_size": {"fedgengmm", "hybrid"},
+    "hybrid_rounds": {"hybrid"},
+    "n_components": {"centralized", "fedgengmm", "fedem", "hybrid"},
+}
+
+
+@dataclass
+class DataCell:
+    """One (dataset, α, contamination, seed) split: client arrays, test set, preprocessing."""
+
+    dataset: str
+    alpha: float | None
+    contamination: float
+    seed: int
+    clients: list[np.ndarray]
+    X_test: np.ndarray
+    X_ood: np.ndarray | None
+    transform: Transform | None
+    preprocessing: CommunicationLog = field(default_factory=CommunicationLog)
+
+
+@dataclass
+class StudyOutcome:
+    """What a study run did: rows computed now, rows found in the cache, failed runs."""
+
+    results_path: Path
+    computed: int = 0
+    cached: int = 0
+    failed: int = 0
+    report_path: Path | None = None
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _local_label(value: int | tuple[int, int]) -> str:
+    return str(value) if isinstance(value, int) else f"{value[0]}-{value[1]}"
+
+
+# ----------------------------------------------------------------------------- data
+def split_dataset(ds: Dataset, config: StudyConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Training rows and labels, test inliers and the out-of-distribution rows (or None).
+
+    Anomalies (where the dataset defines them) and rows of ``ood.classes`` never reach
+    training; they are the positives of the detection metrics. The inliers are split
+    per class with ``test_fraction`` held out.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57]))
+    ood = np.zeros(ds.n_samples, dtype=bool)
+    if ds.anomaly is not None:
+        ood |= ds.anomaly
+    if config.ood_classes:
+        ood |= np.isin(ds.y, config.ood_classes)
+    inliers = np.flatnonzero(~ood)
+    test_mask = np.zeros(ds.n_samples, dtype=bool)
+    for cls in np.unique(ds.y[inliers]):
+        rows = inliers[ds.y[inliers] == cls]
+        n_test = round(config.test_fraction * rows.size)
+        test_mask[rng.permutation(rows)[:n_test]] = True
+    train = np.flatnonzero(~ood & ~test_mask)
+    X_ood = ds.X[ood] if ood.any() else None
+    return ds.X[train], ds.y[train], ds.X[test_mask & ~ood], X_ood
+
+
+def _partitioner_args(config: StudyConfig, alpha: float | None, seed: int) -> dict[str, Any]:
+    p = config.partition
+    args: dict[str, Any] = {"num_partitions": p.num_partitions, "seed": seed}
+    if p.name in ("dirichlet", "quantity"):
+        args.update(alpha=alpha, min_partition_size=p.min_partition_size)
+    if p.name == "dirichlet":
+        for key in ("self_balancing", "max_attempts"):
+            if key in p.extra:
+                args[key] = p.extra[key]
+    if p.name == "shard" and "num_shards_per_partition" in p.extra:
+        args["num_shards_per_partition"] = p.extra["num_shards_per_partition"]
+    if p.name == "pathological":
+        args["num_classes_per_partition"] = p.extra.get("num_classes_per_partition", 2)
+        if "class_assignment_mode" in p.extra:
+            args["class_assignment_mode"] = p.extra["class_assignment_mode"]
+    return args
+
+
+def contaminate(
+    clients: list[np.ndarray], fraction: float, config: StudyConfig, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Replace ``share`` of the rows of ``round(fraction · C)`` clients by uniform outliers.
+
+    Outliers fill the training data's bounding box widened by ``margin`` times its
+    extent on each side (:class:`~fedgmm.experiments.config.ContaminationConfig`).
+    """
+    if fraction <= 0:
+        return clients
+    pooled = np.vstack([c for c in clients if c.shape[0]])
+    lo, hi = pooled.min(axis=0), pooled.max(axis=0)
+    width = hi - lo
+    lo, hi = lo - config.contamination.margin * width, hi + config.contamination.margin * width
+    n_bad = round(fraction * len(clients))
+    bad = set(rng.choice(len(clients), size=n_bad, replace=False).tolist())
+    out = []
+    for i, X in enumerate(clients):
+        if i in bad and X.shape[0]:
+            X = X.copy()
+            rows = rng.choice(X.shape[0], size=round(config.contamination.share * X.shape[0]), replace=False)
+            X[rows] = rng.uniform(lo, hi, size=(rows.size, X.shape[1]))
+        out.append(X)
+    return out
+
+
+def prepare_cell(
+    ds: Dataset, config: StudyConfig, alpha: float | None, contamination_fraction: float, seed: int
+) -> DataCell:
+    """Split, partition, contaminate and (federatedly) preprocess one data cell."""
+    X_train, y_train, X_test, X_ood = split_dataset(ds, config, seed)
+    partitioner = make_partitioner(config.partition.name, **_partitioner_args(config, alpha, seed))
+    parts = partitioner.split(y_train)
+    clients = [X_train[idx] for idx in parts]
+    clients = contaminate(
+        clients, contamination_fraction, config, np.random.default_rng(np.random.SeedSequence([seed, 0xBAD]))
+    )
+    pre = config.preprocessing
+    transform: Transform | None = None
+    log = CommunicationLog()
+    pca = min(pre.pca, ds.n_features) if pre.pca else None
+    if pre.mode == "federated" and (pre.standardize or pca):
+        transport = InProcessTransport(clients)
+        transform, _ = run_preprocessing(transport, standardize=pre.standardize, n_components=pca)
+        log = transport.communication
+    elif pre.mode == "public" and (pre.standardize or pca):
+        pooled = np.vstack(clients)
+        transform = transform_from_moments(
+            pooled.shape[0], pooled.sum(0), pooled.T @ pooled, standardize=pre.standardize, n_components=pca
+        )
+    return DataCell(ds.name, alpha, contamination_fraction, seed, clients, X_test, X_ood, transform, log)
+
+
+# ----------------------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class Variant:
+    """One method with one combination of swept settings."""
+
+    method: str
+    label: str
+    spec: MethodSpec
+    settings: dict[str, Any]
+
+
+def method_variants(config: StudyConfig, method: str) -> list[Variant]:
+    """Every distinct run of ``method`` that the sweep asks for (irrelevant sweeps collapse)."""
+    m = config.model
+    keys = [k for k in config.sweep if k != "contamination" and method in RELEVANT.get(k, set())]
+    combos = itertools.product(*(config.sweep[k] for k in keys)) if keys else [()]
+    variants = []
+    for combo in combos:
+        values = dict(zip(keys, combo, strict=True))
+        local = values.get("local_components", m.local_components)
+        local = tuple(local) if isinstance(local, list) else local
+        rounds = int(values.get("hybrid_rounds", m.hybrid_rounds)) if method == "hybrid" else m.max_rounds
+        spec = MethodSpec(
+            method=method,
+            n_components=int(values.get("n_components", m.n_components)),
+            covariance_type=m.covariance_type,  # type: ignore[arg-type]
+            local_components=local,  # type: ignore[arg-type]
+            synthetic_size=values.get("synthetic_size", m.synthetic_size),
+            reg_covar=m.reg_covar,
+            max_iter=m.max_iter,
+            tol=m.tol,
+            max_rounds=rounds,
+            em_tol=m.em_tol,
+            init=m.init,
+            min_samples_per_component=m.min_samples_per_component,
+        )
+        label = LABELS.get(method, f"FedGenGMM + {rounds} EM")
+        variants.append(Variant(method, label, spec, values))
+    return variants
+
+
+def cell_key(config: StudyConfig, cell: tuple[str, float | None, float, int], variant: Variant) -> str:
+    """Stable id of one run: everything that changes its result, nothing else."""
+    dataset, alpha, contamination, seed = cell
+    spec = asdict(variant.spec)
+    if variant.method in ("centralized",):
+        for k in ("local_components", "synthetic_size", "max_rounds", "em_tol", "init", "min_samples_per_component"):
+            spec.pop(k)
+    if variant.method in ("local", "union"):
+        for k in ("n_components", "synthetic_size", "max_rounds", "em_tol", "init"):
+            spec.pop(k)
+    if variant.method == "fedgengmm":
+        for k in ("max_rounds", "em_tol", "init"):
+            spec.pop(k)
+    return _digest({
+        "dataset": dataset, "options": config.dataset_options.get(dataset, {}), "alpha": alpha,
+        "contamination": contamination, "contamination_settings": asdict(config.contamination) if contamination else None,
+        "seed": seed, "partition": asdict(replace(config.partition, alpha=())), "preprocessing": asdict(config.preprocessing),
+        "test_fraction": config.test_fraction, "ood": list(config.ood_classes), "spec": spec,
+    })  # fmt: skip
+
+
+def iter_cells(config: StudyConfig) -> Iterator[tuple[str, float | None, float, int]]:
+    """(dataset, α, contamination, seed) in run order."""
+    alphas: tuple[float | None, ...] = config.partition.alpha if config.partition.name in ("dirichlet", "quantity") else (None,)
+    contaminations = tuple(float(c) for c in config.sweep.get("contamination", (0.0,)))
+    yield from itertools.product(config.datasets, alphas, contaminations, config.seeds)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _detection(scores: np.ndarray, n_test: int, X_ood_scores: np.ndarray | None) -> tuple[float | None, float | None]:
+    if X_ood_scores is None:
+        return None, None
+    labels = np.r_[np.zeros(n_test), np.ones(X_ood_scores.shape[0])]
+    big = float(np.finfo(np.float64).max)
+    # −log p(x) = +inf (a point the model deems impossible) is the most anomalous score.
+    anomaly = np.nan_to_num(-np.r_[scores, X_ood_scores], nan=big, posinf=big, neginf=-big)
+    return float(average_precision_score(labels, anomaly)), float(roc_auc_score(labels, anomaly))
+
+
+def evaluate_state(state: MixtureState, X_test: np.ndarray, X_ood: np.ndarray | None) -> tuple[float, float | None, float | None]:
+    """Mean test log-likelihood and, with OOD rows, AUC-PR and AUROC of ``−log p(x)``."""
+    scores = score_samples(X_test, state)
+    ood_scores = score_samples(X_ood, state) if X_ood is not None else None
+    pr, roc = _detection(scores, X_test.shape[0], ood_scores)
+    return float(np.mean(scores)), pr, roc
+
+
+def _evaluate(run: MethodRun, X_test: np.ndarray, X_ood: np.ndarray | None) -> tuple[float, float | None, float | None]:
+    if run.model is not None:
+        return evaluate_state(run.model.state_, X_test, X_ood)
+    results = [evaluate_state(m.state_, X_test, X_ood) for m in run.local_models]
+    if not results:
+        return math.nan, None, None
+    ll = float(np.mean([r[0] for r in results]))
+    prs = [r[1] for r in results if r[1] is not None]
+    rocs = [r[2] for r in results if r[2] is not None]
+    return ll, (float(np.mean(prs)) if prs else None), (float(np.mean(rocs)) if rocs else None)
+
+
+def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str, progress: Callable[[str, int, int], None] | None = None) -> tuple[ResultRow, MethodRun | None]:
+    """Run one method variant on one data cell and score it on the cell's test set."""
+    X_test = cell.transform.apply(cell.X_test) if cell.transform else cell.X_test
+    X_ood = None
+    if cell.X_ood is not None:
+        X_ood = cell.transform.apply(cell.X_ood) if cell.transform else cell.X_ood
+    federated = variant.method in ("fedgengmm", "fedem", "hybrid")
+    extra: dict[str, Any] = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in variant.settings.items()}}
+    history: list[RoundPoint] = []
+    run: MethodRun | None = None
+    try:
+        run = run_method(
+            variant.spec, cell.clients, seed=cell.seed, n_jobs=config.n_jobs, progress=progress,
+            keep_round_states=variant.method in ("fedem", "hybrid"), transform=cell.transform,
+        )
+        ll, pr, roc = _evaluate(run, X_test, X_ood)
+        for rec, state in zip(run.history, run.round_states, strict=False):
+            history.append(RoundPoint(rec.round, rec.log_likelihood, float(np.mean(score_samples(X_test, state))),
+                                      rec.bytes_up + cell.preprocessing.bytes_up * federated,
+                                      rec.bytes_down + cell.preprocessing.bytes_down * federated))
+        comm = run.communication
+        extra.update({k: v for k, v in run.extra.items() if k in ("synthetic_size", "n_components", "local_components", "n_rounds", "converged", "n_iter", "bic")})
+        extra["excluded"] = [f"{r.source}: {r.status} ({r.reason})" for r in run.records if r.status != "ok"]
+        used = sum(1 for r in run.records if r.status == "ok") if run.records else len(cell.clients)
+        times = (run.client_seconds, run.server_seconds, run.wall_seconds)
+    except Exception as exc:  # a failing method is a result (NaN row with the reason), not a crash
+        ll, pr, roc = math.nan, None, None
+        comm = CommunicationLog()
+        extra["error"] = f"{type(exc).__name__}: {exc}"
+        used, times = 0, (0.0, 0.0, 0.0)
+    if federated and cell.preprocessing.rounds:
+        extra["preprocessing_bytes"] = {"up": cell.preprocessing.bytes_up, "down": cell.preprocessing.bytes_down}
+    lc = variant.spec.local_components
+    row = ResultRow(
+        key=key, study=config.name, dataset=cell.dataset, partitioner=config.partition.name, alpha=cell.alpha,
+        n_clients=len(cell.clients), seed=cell.seed, method=variant.method, label=variant.label,
+        n_components=variant.spec.fixed_k() if isinstance(variant.spec.n_components, int) else -1,
+        covariance_type=variant.spec.covariance_type, local_components=_local_label(lc),
+        synthetic_size=float(variant.spec.synthetic_size) if variant.method in ("fedgengmm", "hybrid") else None,
+        max_rounds=variant.spec.max_rounds if variant.method in ("fedem", "hybrid") else None,
+        contamination=cell.contamination, test_loglik=ll, auc_pr=pr, auroc=roc,
+        rounds=comm.rounds + (cell.preprocessing.rounds if federated else 0),
+        bytes_up=comm.bytes_up + (cell.preprocessing.bytes_up if federated else 0),
+        bytes_down=comm.bytes_down + (cell.preprocessing.bytes_down if federated else 0),
+        client_seconds=times[0], server_seconds=times[1], wall_seconds=times[2], n_clients_used=used,
+        history=history, extra=extra,
+    )  # fmt: skip
+    return row, run
+
+
+def failed_row(
+    config: StudyConfig, cell_id: tuple[str, float | None, float, int], variant: Variant, key: str, exc: Exception
+) -> ResultRow:
+    """The row of a run that could not happen (its data cell could not be built)."""
+    dataset, alpha, contamination, seed = cell_id
+    return ResultRow(
+        key=key, study=config.name, dataset=dataset, partitioner=config.partition.name, alpha=alpha,
+        n_clients=config.partition.num_partitions, seed=seed, method=variant.method, label=variant.label,
+        n_components=variant.spec.n_components if isinstance(variant.spec.n_components, int) else -1,
+        covariance_type=variant.spec.covariance_type, local_components=_local_label(variant.spec.local_components),
+        synthetic_size=float(variant.spec.synthetic_size) if variant.method in ("fedgengmm", "hybrid") else None,
+        max_rounds=variant.spec.max_rounds if variant.method in ("fedem", "hybrid") else None,
+        contamination=contamination, test_loglik=math.nan, auc_pr=None, auroc=None, rounds=0, bytes_up=0,
+        bytes_down=0, client_seconds=0.0, server_seconds=0.0, wall_seconds=0.0, n_clients_used=0,
+        extra={"error": f"{type(exc).__name__}: {exc}"},
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- driver
+def _save_models(out_dir: Path, cell: DataCell, variant: Variant, run: MethodRun) -> None:
+    """Keep a 2-D cell's models and client points for the density-contour plots."""
+    folder = out_dir / "models" / f"{cell.dataset}-alpha{cell.alpha}-seed{cell.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if run.model is not None:
+        save_mixture(folder / f"{variant.method}.npz", run.model.state_, extra={"label": variant.label})
+    if variant.method == "union":
+        for i, m in enumerate(run.local_models):
+            save_mixture(folder / f"local-{i}.npz", m.state_, extra={"label": "local"})
+    clients = [cell.transform.apply(X) if cell.transform else X for X in cell.clients]
+    arrays: dict[str, Any] = {f"client_{i}": X for i, X in enumerate(clients)}
+    np.savez(folder / "clients.npz", **arrays)
+
+
+def run_study(
+    config: StudyConfig,
+    out_dir: Path,
+    *,
+    console: Console | None = None,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+    write_report: bool = True,
+) -> StudyOutcome:
+    """Run every cell of a study that is not already in ``out_dir/results.jsonl``.
+
+    Rows are appended (and flushed) one run at a time, so an interrupted study loses
+    at most the run in progress; re-running skips every row already written.
+
+    Parameters
+    ----------
+    config : StudyConfig
+    out_dir : Path
+        Holds ``results.jsonl``, ``config.json``, ``report.md`` and the plots.
+    console : rich Console, optional
+    show_progress : bool
+        Progress bars (cells, and clients within a federated round).
+    stop_after : int, optional
+        Stop after computing this many runs (for tests of resumption).
+    write_report : bool
+        Write the markdown report with plots at the end.
+    """
+    console = console or Console()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / RESULTS_FILE
+    done = {row.key for row in read_rows(results)} if results.exists() else set()
+    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str), encoding="utf-8")
+    cells = list(iter_cells(config))
+    variants = [v for m in config.methods for v in method_variants(config, m)]
+    outcome = StudyOutcome(results)
+    total = len(cells) * len(variants)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=not show_progress, transient=False,
+    )
+    datasets: dict[str, Dataset] = {}
+    with progress:
+        overall = progress.add_task(f"study {config.name}", total=total)
+        clients_task = progress.add_task("clients", total=1, visible=False)
+
+        def on_client(kind: str, n_done: int, n_total: int) -> None:
+            progress.update(clients_task, description=f"  {kind}", completed=n_done, total=n_total, visible=True)
+
+        for cell_id in cells:
+            todo = [(v, cell_key(config, cell_id, v)) for v in variants]
+            pending = [(v, k) for v, k in todo if k not in done]
+            outcome.cached += len(todo) - len(pending)
+            progress.advance(overall, len(todo) - len(pending))
+            if not pending:
+                continue
+            dataset, alpha, contamination, seed = cell_id
+            if dataset not in datasets:
+                datasets[dataset] = load_dataset(dataset, **config.dataset_options.get(dataset, {}))
+            try:
+                cell = prepare_cell(datasets[dataset], config, alpha, contamination, seed)
+            except ValueError as exc:  # e.g. a Dirichlet draw that cannot meet the minimum size
+                for variant, key in pending:
+                    append_rows(results, [failed_row(config, cell_id, variant, key, exc)])
+                    done.add(key)
+                outcome.computed += len(pending)
+                outcome.failed += len(pending)
+                progress.advance(overall, len(pending))
+                console.print(f"[yellow]{dataset} α={alpha} seed={seed}: no data cell: {exc}")
+                continue
+            for variant, key in pending:
+                if stop_after is not None and outcome.computed >= stop_after:
+                    return outcome
+                progress.update(overall, description=f"{dataset} α={alpha} seed={seed}: {variant.label}")
+                start = time.perf_counter()
+                row, run = run_variant(config, cell, variant, key, on_client if show_progress else None)
+                row.extra["cell_seconds"] = time.perf_counter() - start
+                append_rows(results, [row])
+                done.add(key)
+                outcome.computed += 1
+                if "error" in row.extra:
+                    outcome.failed += 1
+                    console.print(f"[yellow]{variant.label} on {dataset} α={alpha} seed={seed} failed: {row.extra['error']}")
+                elif run is not None and cell.clients and _is_2d(cell) and seed == config.seeds[0] and contamination == 0:
+                    _save_models(out_dir, cell, variant, run)
+                progress.update(clients_task, visible=False)
+                progress.advance(overall)
+    if write_report:
+        from fedgmm.experiments.report import write_report as _write_report
+
+        outcome.report_path = _write_report(results, out_dir, title=config.description or config.name, models_dir=out_dir / "models")
+    return outcome
+
+
+def _is_2d(cell: DataCell) -> bool:
+    d = cell.transform.n_features_out if cell.transform else cell.clients[0].shape[1]
+    return d == 2
