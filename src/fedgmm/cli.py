@@ -62,7 +62,7 @@ def _print_summary(results: Path, title: str) -> None:
 
     rows = list(read_rows(results))
     table = Table(title=title)
-    for column in ("dataset", "method", "α", "test log-lik (nats)", "AUC-PR", "rounds", "bytes up", "bytes down", "seeds"):
+    for column in ("data", "method", "α", "test ll", "AUC-PR", "rounds", "kB up", "kB down", "seeds"):
         table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
     for entry in summarize(rows, ["dataset", "label", "alpha"]):
 
@@ -71,10 +71,12 @@ def _print_summary(results: Path, title: str) -> None:
             if mean is None or (isinstance(mean, float) and math.isnan(mean)):
                 return "—"
             if name.startswith("bytes"):
-                return f"{mean / 1e3:,.0f} kB"
+                return f"{mean / 1e3:,.0f}"
             if name == "rounds":
                 return f"{mean:.0f}"
-            return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+            if std is None or (isinstance(std, float) and math.isnan(std)):
+                return f"{mean:.{digits}f}"
+            return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
         alpha = entry.get("alpha")
         table.add_row(
@@ -82,6 +84,7 @@ def _print_summary(results: Path, title: str) -> None:
             fmt("test_loglik"), fmt("auc_pr"), fmt("rounds"), fmt("bytes_up"), fmt("bytes_down"), str(entry["n"]),
         )
     console.print(table)
+    console.print("test ll: mean log-likelihood per test sample (nats); kB: measured message bytes (1 kB = 1000 B).")
 
 
 def _run_study(config: str, profile: str | None, out: Path | None, jobs: int | None, progress: bool) -> None:

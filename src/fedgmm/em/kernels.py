@@ -46,7 +46,7 @@ class FullOuterKernel:
 
     The Mahalanobis term is ``x̃ᵀΛx̃ − 2 x̃ᵀΛμ̃ + μ̃ᵀΛμ̃`` with ``x̃ᵀΛx̃ = q_n · λ`` (λ the
     triangle of Λ with doubled off-diagonal), so the E-step is one ``(B, T) @ (T, K)``
-    product and the M-step statistic ``Σ_n r_nk q_n`` is one ``(K, B) @ (B, T)`` product
+    product and the M-step statistic ``Σ_n r_nk q_n`` is one ``(T, B) @ (B, K)`` product
     over the same ``q`` (T = d(d+1)/2). That is half the flops of forming ``P_kᵀx̃`` for
     every k and touches ``T`` instead of ``K·d`` numbers per row.
     """
@@ -57,7 +57,7 @@ class FullOuterKernel:
         self.iu, self.ju = np.triu_indices(d)
         self.offsets = np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])
         self.row_elements = int(self.offsets[-1])
-        self.sxx = np.zeros((n_components, self.row_elements))
+        self.sxx = np.zeros((self.row_elements, n_components))
         self._q: np.ndarray | None = None
 
     def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
@@ -73,31 +73,35 @@ class FullOuterKernel:
         self.const = (-0.5 * (d * LOG_2PI + quad) + log_det + _log_weights(state)).astype(dtype)
 
     def _outer(self, xc: np.ndarray) -> np.ndarray:
+        """``triu(x̃ x̃ᵀ)`` of every row, laid out ``(T, B)``: each entry's values over the block
+        are contiguous, so it is built with ``d`` broadcast products of whole rows of ``x̃ᵀ``
+        (3× faster than writing ``(B, T)`` column strips)."""
         b = xc.shape[0]
-        if self._q is None or self._q.shape[0] < b or self._q.dtype != xc.dtype:
-            self._q = np.empty((b, self.row_elements), dtype=xc.dtype)
-        q = self._q[:b]
+        if self._q is None or self._q.shape[1] < b or self._q.dtype != xc.dtype:
+            self._q = np.empty((self.row_elements, b), dtype=xc.dtype)
+        q = self._q[:, :b]
+        xt = np.ascontiguousarray(xc.T)
         off = self.offsets
         for i in range(self.d):
-            np.multiply(xc[:, i : i + 1], xc[:, i:], out=q[:, off[i] : off[i + 1]])
+            np.multiply(xt[i], xt[i:], out=q[off[i] : off[i + 1]])
         return q
 
     def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
         q = self._outer(xc)
-        maha_half = q @ self.lam
+        maha_half = q.T @ self.lam
         maha_half += xc @ self.lin2
         logp = self.const - 0.5 * maha_half
         return logp, q
 
     def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
         q = ctx if ctx is not None else self._outer(xc)
-        self.sxx += resp.T @ q
+        self.sxx += q @ resp
 
     def second_moments(self) -> np.ndarray:
-        k = self.sxx.shape[0]
+        k = self.sxx.shape[1]
         out = np.empty((k, self.d, self.d))
-        out[:, self.iu, self.ju] = self.sxx
-        out[:, self.ju, self.iu] = self.sxx
+        out[:, self.iu, self.ju] = self.sxx.T
+        out[:, self.ju, self.iu] = self.sxx.T
         return out
 
 

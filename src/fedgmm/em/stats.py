@@ -11,9 +11,12 @@ from fedgmm.em.kernels import BlockKernel, make_kernel
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
 from fedgmm.types import CovarianceType
 
-#: Target number of elements of the largest per-block temporary (rows × per-row elements);
-#: 2**19 float64 numbers (4 MiB) keeps a block's temporaries near the CPU caches.
-DEFAULT_BLOCK_ELEMENTS = 1 << 19
+#: Target number of elements of the largest per-block temporary (rows × per-row elements):
+#: 2**17 float64 numbers (1 MiB) keep a block's temporaries in the CPU caches; measured
+#: best for d = 8 … 64 with benchmarks/bench_em.py-style runs (single-thread CPU time).
+DEFAULT_BLOCK_ELEMENTS = 1 << 17
+#: Fewest rows per block: below it, per-block Python overhead dominates.
+MIN_BLOCK_ROWS = 128
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +121,7 @@ def block_size_for(row_elements: int, block_size: int | None = None) -> int:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}.")
         return int(block_size)
-    return int(max(16, DEFAULT_BLOCK_ELEMENTS // max(1, row_elements)))
+    return int(max(MIN_BLOCK_ROWS, DEFAULT_BLOCK_ELEMENTS // max(1, row_elements)))
 
 
 def iter_blocks(n_samples: int, block: int) -> Iterator[slice]:

@@ -57,6 +57,7 @@ class ModelConfig:
     init: str = "kmeans++"
     hybrid_rounds: int = 3
     min_samples_per_component: int = 5
+    n_init: int = 1
 
 
 @dataclass(frozen=True)

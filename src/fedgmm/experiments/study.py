@@ -210,6 +210,7 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
             em_tol=m.em_tol,
             init=m.init,
             min_samples_per_component=m.min_samples_per_component,
+            n_init=m.n_init,
         )
         label = LABELS.get(method, f"FedGenGMM + {rounds} EM")
         variants.append(Variant(method, label, spec, values))
@@ -224,8 +225,10 @@ def cell_key(config: StudyConfig, cell: tuple[str, float | None, float, int], va
         for k in ("local_components", "synthetic_size", "max_rounds", "em_tol", "init", "min_samples_per_component"):
             spec.pop(k)
     if variant.method in ("local", "union"):
-        for k in ("n_components", "synthetic_size", "max_rounds", "em_tol", "init"):
+        for k in ("n_components", "synthetic_size", "max_rounds", "em_tol", "init", "n_init"):
             spec.pop(k)
+    if variant.method == "fedem":
+        spec.pop("n_init")
     if variant.method == "fedgengmm":
         for k in ("max_rounds", "em_tol", "init"):
             spec.pop(k)
@@ -281,7 +284,7 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
     X_ood = None
     if cell.X_ood is not None:
         X_ood = cell.transform.apply(cell.X_ood) if cell.transform else cell.X_ood
-    federated = variant.method in ("fedgengmm", "fedem", "hybrid")
+    federated = variant.method in ("union", "fedgengmm", "fedem", "hybrid")
     extra: dict[str, Any] = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in variant.settings.items()}}
     history: list[RoundPoint] = []
     run: MethodRun | None = None
@@ -291,8 +294,11 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
             keep_round_states=variant.method in ("fedem", "hybrid"), transform=cell.transform,
         )
         ll, pr, roc = _evaluate(run, X_test, X_ood)
+        # History rounds count every round of the run (preprocessing and initialisation too),
+        # so a curve and a one-shot method's point share one x axis.
+        offset = run.communication.rounds - len(run.history) + (cell.preprocessing.rounds if federated else 0)
         for rec, state in zip(run.history, run.round_states, strict=False):
-            history.append(RoundPoint(rec.round, rec.log_likelihood, float(np.mean(score_samples(X_test, state))),
+            history.append(RoundPoint(rec.round + offset, rec.log_likelihood, float(np.mean(score_samples(X_test, state))),
                                       rec.bytes_up + cell.preprocessing.bytes_up * federated,
                                       rec.bytes_down + cell.preprocessing.bytes_down * federated))
         comm = run.communication

@@ -13,7 +13,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fedgmm.federated.baselines import centralized_model, local_only_models, union_model
 from fedgmm.federated.fedem import RoundRecord, run_federated_em
-from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings, run_fedgengmm
+from fedgmm.federated.fedgengmm import (
+    DEFAULT_SYNTHETIC_FACTOR,
+    GlobalFitSettings,
+    collect_local_models,
+    run_fedgengmm,
+)
 from fedgmm.federated.inprocess import InProcessTransport, ProgressCallback
 from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
 from fedgmm.federated.messages import STATUS_OK
@@ -42,6 +47,9 @@ class MethodSpec:
     max_rounds, em_tol : federated EM's round limit and tolerance.
     init : {"kmeans++", "fedgengmm"}
         Federated EM's initialisation.
+    n_init : int
+        EM restarts of the fits that run in one place — the centralized model and
+        FedGenGMM's global fit on the server (local fits and federated EM run once).
     """
 
     method: str
@@ -57,6 +65,7 @@ class MethodSpec:
     init: str = "kmeans++"
     min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT
     min_clients: int = 1
+    n_init: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -74,6 +83,7 @@ class MethodSpec:
         return GlobalFitSettings(
             n_components=self.n_components, covariance_type=self.covariance_type,
             synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, max_iter=self.max_iter, tol=self.tol,
+            n_init=self.n_init,
         )
 
     def fixed_k(self) -> int:
@@ -153,16 +163,16 @@ def run_method(
     """
     start = time.perf_counter()
     run: MethodRun
-    if transform is not None and spec.method in ("centralized", "local", "union"):
+    if transform is not None and spec.method in ("centralized", "local"):
         clients = [transform.apply(X) if np.asarray(X).shape[0] else np.empty((0, transform.n_features_out)) for X in clients]
     if spec.method == "centralized":
         t = time.perf_counter()
         model = centralized_model(
             clients, n_components=spec.fixed_k(), covariance_type=spec.covariance_type, reg_covar=spec.reg_covar,
-            max_iter=spec.max_iter, tol=spec.tol, seed=seed,
+            max_iter=spec.max_iter, tol=spec.tol, n_init=spec.n_init, seed=seed,
         )
         run = MethodRun(spec, model, server_seconds=time.perf_counter() - t, extra={"n_iter": model.n_iter_})
-    elif spec.method in ("local", "union"):
+    elif spec.method == "local":
         t = time.perf_counter()
         replies = local_only_models(clients, spec.local_settings(), seed)
         client_seconds = time.perf_counter() - t
@@ -173,14 +183,11 @@ def run_method(
                          r.state.n_components if r.state is not None else 0)
             for r in replies
         ]
-        t = time.perf_counter()
-        union = union_model(replies) if spec.method == "union" else None
         run = MethodRun(
-            spec, union, locals_, records=records, client_seconds=client_seconds,
-            server_seconds=time.perf_counter() - t,
+            spec, None, locals_, records=records, client_seconds=client_seconds,
             extra={"local_client_ids": [r.client_id for r in ok], "local_n_samples": [r.n_samples for r in ok]},
         )
-    else:
+    else:  # union, fedgengmm, fedem, hybrid: through the transport, so their bytes are counted
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             run = _run_federated(spec, clients, seed, n_jobs, progress, keep_round_states, transform)
@@ -200,6 +207,19 @@ def _run_federated(
     data = [np.asarray(X, dtype=np.float64) for X in clients]
     tf = {"transform": transform.arrays(), "transform_id": transform.transform_id} if transform is not None else {}
     with InProcessTransport(data, n_jobs=n_jobs, progress=progress) as transport:
+        if spec.method == "union":
+            models, recs = collect_local_models(
+                transport, spec.local_settings(), seed, min_clients=spec.min_clients,
+                **tf,  # type: ignore[arg-type]
+            )
+            t = time.perf_counter()
+            union = union_model(models)
+            return MethodRun(
+                spec, union, [GaussianMixture.from_state(m.state) for m in models if m.state is not None],
+                transport.communication, list(recs.values()), client_seconds=transport.client_seconds,
+                server_seconds=time.perf_counter() - t,
+                extra={"local_components": [m.state.n_components for m in models if m.state is not None]},
+            )
         if spec.method == "fedgengmm":
             res = run_fedgengmm(
                 transport, spec.local_settings(), spec.global_settings(), seed, min_clients=spec.min_clients,
