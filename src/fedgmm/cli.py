@@ -198,7 +198,7 @@ def fit(
     method: str = typer.Option("fedgengmm", help="fedgengmm, fedem, hybrid or centralized."),
     components: int = typer.Option(10, help="Global number of components K."),
     covariance_type: str = typer.Option("full", help="full, tied, diag or spherical."),
-    local_components: str = typer.Option("1-10", help="Clients' K: a number, or a BIC range 'MIN-MAX'."),
+    local_components: str = typer.Option("auto", help="Clients' K: a number, a BIC range 'MIN-MAX', or auto (2 x components)."),
     synthetic_size: float = typer.Option(5.0, help="FedGenGMM synthetic set, as a multiple of the rows."),
     rounds: int = typer.Option(40, help="Federated EM rounds (most), or the hybrid's rounds."),
     reg_covar: float = typer.Option(1e-6, help="Added to covariance diagonals."),
@@ -216,9 +216,13 @@ def fit(
         if method not in ("fedgengmm", "fedem", "hybrid", "centralized"):
             raise ValueError(f"--method must be fedgengmm, fedem, hybrid or centralized, got {method!r}.")
         parts = local_components.split("-")
-        if not all(p.strip().isdigit() for p in parts) or len(parts) > 2:
-            raise ValueError(f"--local-components must be a number or 'MIN-MAX', got {local_components!r}.")
-        local: int | tuple[int, int] = int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        local: int | tuple[int, int] | None
+        if local_components == "auto":
+            local = None
+        elif all(p.strip().isdigit() for p in parts) and len(parts) <= 2:
+            local = int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        else:
+            raise ValueError(f"--local-components must be a number, 'MIN-MAX' or auto, got {local_components!r}.")
         clients = [np.asarray(_read_client_file(f, label_column)) for f in files]
         from fedgmm.federated.estimators import check_clients
 

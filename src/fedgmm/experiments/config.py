@@ -47,7 +47,7 @@ class ModelConfig:
 
     n_components: int = 10
     covariance_type: str = "full"
-    local_components: int | tuple[int, int] = (1, 10)
+    local_components: int | tuple[int, int] | None = None
     synthetic_size: float | int = 5.0
     reg_covar: float = 1e-6
     max_iter: int = 100

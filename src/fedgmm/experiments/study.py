@@ -22,6 +22,7 @@ from fedgmm.em.stats import score_samples
 from fedgmm.experiments.config import StudyConfig
 from fedgmm.experiments.results import RESULTS_FILE, ResultRow, RoundPoint, append_rows, read_rows
 from fedgmm.federated.inprocess import InProcessTransport
+from fedgmm.federated.local import resolve_local_components
 from fedgmm.federated.preprocessing import Transform, run_preprocessing, transform_from_moments
 from fedgmm.federated.runner import MethodRun, MethodSpec, run_method
 from fedgmm.federated.transport import CommunicationLog
@@ -75,7 +76,9 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _local_label(value: int | tuple[int, int]) -> str:
+def _local_label(value: int | tuple[int, int] | None) -> str:
+    if value is None:
+        return "default"
     return str(value) if isinstance(value, int) else f"{value[0]}-{value[1]}"
 
 
@@ -194,12 +197,13 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
     variants = []
     for combo in combos:
         values = dict(zip(keys, combo, strict=True))
-        local = values.get("local_components", m.local_components)
-        local = tuple(local) if isinstance(local, list) else local
+        n_comp = int(values.get("n_components", m.n_components))
+        k_lo, k_hi = resolve_local_components(values.get("local_components", m.local_components), n_comp)
+        local: int | tuple[int, int] = k_lo if k_lo == k_hi else (k_lo, k_hi)
         rounds = int(values.get("hybrid_rounds", m.hybrid_rounds)) if method == "hybrid" else m.max_rounds
         spec = MethodSpec(
             method=method,
-            n_components=int(values.get("n_components", m.n_components)),
+            n_components=n_comp,
             covariance_type=m.covariance_type,  # type: ignore[arg-type]
             local_components=local,  # type: ignore[arg-type]
             synthetic_size=values.get("synthetic_size", m.synthetic_size),

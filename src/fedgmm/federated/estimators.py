@@ -16,7 +16,11 @@ from fedgmm.exceptions import ClientExclusionWarning
 from fedgmm.federated.fedem import INITS, FederatedEMResult, RoundRecord, run_federated_em
 from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings, run_fedgengmm
 from fedgmm.federated.inprocess import InProcessTransport
-from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
+from fedgmm.federated.local import (
+    DEFAULT_MIN_SAMPLES_PER_COMPONENT,
+    LocalFitSettings,
+    resolve_local_components,
+)
 from fedgmm.federated.transport import ClientRecord, CommunicationLog
 from fedgmm.gaussian_mixture import GaussianMixture
 from fedgmm.mixture import MixtureState
@@ -48,16 +52,6 @@ def check_clients(clients: Any) -> list[np.ndarray]:
             f"{[out[i].shape[1] for i in odd]}. Every client must hold the same features in the same order."
         )
     return out
-
-
-def _local_range(local_components: Any) -> tuple[int, int]:
-    if isinstance(local_components, numbers.Integral) and not isinstance(local_components, bool):
-        k = int(local_components)
-        return k, k
-    if isinstance(local_components, Sequence) and len(local_components) == 2:
-        lo, hi = (int(v) for v in local_components)
-        return lo, hi
-    raise ValueError(f"local_components must be an int or a (min, max) pair, got {local_components!r}.")
 
 
 def _resolve_seed(random_state: SeedLike) -> int:
@@ -123,9 +117,12 @@ class FedGenGMM(_FederatedDensity):
         Global K, or a ``(min, max)`` range chosen by BIC on the synthetic set.
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
         Of the local and the global models.
-    local_components : int or (int, int), default=(1, 10)
-        Each client's K: fixed, or the BIC-best in the range (each client chooses its own).
-        Capped per client at ``n_c // min_samples_per_component``.
+    local_components : int, (int, int) or None, default=None
+        Each client's K: fixed, or the BIC-best in a ``(min, max)`` range (each client
+        chooses its own). None: a fixed ``2 × n_components`` — detailed local models keep
+        the union faithful, where BIC on small clients blurs it (see
+        :func:`~fedgmm.federated.local.resolve_local_components`). Capped per client at
+        ``n_c // min_samples_per_component``.
     synthetic_size : float or int, default=5.0
         Synthetic-set size: a float is a multiple of ``Σ n_c``, an int a row count.
     reg_covar, max_iter, tol, n_init
@@ -163,7 +160,7 @@ class FedGenGMM(_FederatedDensity):
         n_components: int | tuple[int, int] = 10,
         *,
         covariance_type: str = "full",
-        local_components: int | tuple[int, int] = (1, 10),
+        local_components: int | tuple[int, int] | None = None,
         synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR,
         reg_covar: float = 1e-6,
         max_iter: int = 100,
@@ -190,14 +187,14 @@ class FedGenGMM(_FederatedDensity):
     def _settings(self) -> tuple[LocalFitSettings, GlobalFitSettings]:
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
-        k_min, k_max = _local_range(self.local_components)
+        n_comp = self.n_components
+        n_components = tuple(int(v) for v in n_comp) if isinstance(n_comp, Sequence) else int(n_comp)
+        k_min, k_max = resolve_local_components(self.local_components, n_components)  # type: ignore[arg-type]
         local = LocalFitSettings(
             covariance_type=self.covariance_type,  # type: ignore[arg-type]
             k_min=k_min, k_max=k_max, reg_covar=self.reg_covar, max_iter=self.max_iter,
             tol=self.tol, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
         )
-        n_comp = self.n_components
-        n_components = tuple(int(v) for v in n_comp) if isinstance(n_comp, Sequence) else int(n_comp)
         glob = GlobalFitSettings(
             n_components=n_components,  # type: ignore[arg-type]
             covariance_type=self.covariance_type,  # type: ignore[arg-type]
@@ -262,8 +259,8 @@ class FederatedEM(_FederatedDensity):
         weighted k-means++ over their means and moment-matches (no raw data on the
         server); ``"fedgengmm"``: start from a FedGenGMM model (the hybrid); a fitted
         mixture: start from it, with no initialisation round.
-    local_components : int or (int, int), default=(1, 10)
-        Clients' local models for the initialisation round.
+    local_components : int, (int, int) or None, default=None
+        Clients' local models for the initialisation round (None: ``2 × n_components``).
     synthetic_size : float or int, default=5.0
         For the hybrid's FedGenGMM step.
     reg_covar : float, default=1e-6
@@ -294,7 +291,7 @@ class FederatedEM(_FederatedDensity):
         max_rounds: int = 40,
         tol: float = 1e-3,
         init: str | MixtureState | GaussianMixture = "kmeans++",
-        local_components: int | tuple[int, int] = (1, 10),
+        local_components: int | tuple[int, int] | None = None,
         synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR,
         reg_covar: float = 1e-6,
         max_iter: int = 100,
@@ -343,7 +340,7 @@ class FederatedEM(_FederatedDensity):
             raise ValueError(f"init must be one of {list(INITS)}, a MixtureState or a fitted GaussianMixture, got {self.init!r}.")
         if isinstance(init, MixtureState) and init.n_features != data[0].shape[1]:
             raise ValueError(f"init has {init.n_features} features, the clients have {data[0].shape[1]}.")
-        k_min, k_max = _local_range(self.local_components)
+        k_min, k_max = resolve_local_components(self.local_components, int(self.n_components))
         ctype = self.covariance_type
         local = LocalFitSettings(
             covariance_type=ctype, k_min=k_min, k_max=k_max, reg_covar=self.reg_covar,  # type: ignore[arg-type]

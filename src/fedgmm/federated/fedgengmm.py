@@ -21,7 +21,7 @@ from fedgmm.federated.transport import (
     decode_replies,
     require_clients,
 )
-from fedgmm.federated.union import union_mixture
+from fedgmm.federated.union import deregularized_factors, sample_components, union_mixture
 from fedgmm.gaussian_mixture import GaussianMixture
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
@@ -96,7 +96,12 @@ def synthetic_count(settings: GlobalFitSettings, total_samples: int, n_features:
 
 
 def fit_global_model(
-    union: MixtureState, total_samples: int, settings: GlobalFitSettings, rng: np.random.Generator
+    union: MixtureState,
+    total_samples: int,
+    settings: GlobalFitSettings,
+    rng: np.random.Generator,
+    *,
+    local_reg_covar: float = 0.0,
 ) -> tuple[GaussianMixture, int, dict[int, float]]:
     """FedGenGMM's server step: sample ``S ~ U`` and fit the global GMM on it.
 
@@ -109,6 +114,10 @@ def fit_global_model(
     settings : GlobalFitSettings
     rng : numpy.random.Generator
         Draws the synthetic set, then seeds the global fit.
+    local_reg_covar : float
+        The ``reg_covar`` the clients' fits added; it is taken off the union's covariances
+        before sampling (see :func:`~fedgmm.federated.union.deregularized_factors`), so the
+        global fit regularises once, as a centralized fit does.
 
     Returns
     -------
@@ -117,7 +126,9 @@ def fit_global_model(
         fixed K).
     """
     count = synthetic_count(settings, total_samples, union.n_features)
-    synthetic, _ = union.sample(count, rng)
+    synthetic, _ = sample_components(
+        union.weights, union.means, deregularized_factors(union, local_reg_covar), count, rng
+    )
     fit_seed = int(rng.integers(0, 2**31 - 1))
     bic: dict[int, float] = {}
     best: GaussianMixture | None = None
@@ -332,7 +343,9 @@ def run_fedgengmm(
     states = [m.state for m in models if m.state is not None]
     counts = [m.n_samples for m in models]
     union = union_mixture(states, counts)
-    global_model, size, bic = fit_global_model(union, int(sum(counts)), global_settings, server_rng(seed))
+    global_model, size, bic = fit_global_model(
+        union, int(sum(counts)), global_settings, server_rng(seed), local_reg_covar=local.reg_covar
+    )
     return FedGenGMMResult(
         global_model=global_model,
         union=union,

@@ -20,7 +20,11 @@ from fedgmm.federated.fedgengmm import (
     run_fedgengmm,
 )
 from fedgmm.federated.inprocess import InProcessTransport, ProgressCallback
-from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
+from fedgmm.federated.local import (
+    DEFAULT_MIN_SAMPLES_PER_COMPONENT,
+    LocalFitSettings,
+    resolve_local_components,
+)
 from fedgmm.federated.messages import STATUS_OK
 from fedgmm.federated.preprocessing import Transform
 from fedgmm.federated.transport import ClientRecord, CommunicationLog
@@ -41,8 +45,8 @@ class MethodSpec:
         ``"hybrid"`` is FedGenGMM followed by ``max_rounds`` federated EM rounds.
     n_components : int or (int, int)
         Global K (a range is chosen by BIC; FedGenGMM only).
-    local_components : int or (int, int)
-        Clients' K (fixed or BIC range).
+    local_components : int, (int, int) or None
+        Clients' K (fixed, BIC range, or None for ``2 × n_components``).
     synthetic_size : float or int
     max_rounds, em_tol : federated EM's round limit and tolerance.
     init : {"kmeans++", "fedgengmm"}
@@ -55,7 +59,7 @@ class MethodSpec:
     method: str
     n_components: int | tuple[int, int] = 10
     covariance_type: CovarianceType = "full"
-    local_components: int | tuple[int, int] = (1, 10)
+    local_components: int | tuple[int, int] | None = None
     synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR
     reg_covar: float = 1e-6
     max_iter: int = 100
@@ -72,8 +76,7 @@ class MethodSpec:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}.")
 
     def local_settings(self) -> LocalFitSettings:
-        lc = self.local_components
-        k_min, k_max = (lc, lc) if isinstance(lc, int) else lc
+        k_min, k_max = resolve_local_components(self.local_components, self.n_components)
         return LocalFitSettings(
             covariance_type=self.covariance_type, k_min=int(k_min), k_max=int(k_max), reg_covar=self.reg_covar,
             max_iter=self.max_iter, tol=self.tol, min_samples_per_component=self.min_samples_per_component,
