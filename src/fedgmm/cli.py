@@ -298,6 +298,15 @@ def score(
     _guard(action)
 
 
+def _mount_flower() -> None:
+    from fedgmm.flower.cli import app as flower_app
+
+    app.add_typer(flower_app, name="flower", help="Run the algorithms on Flower: local simulation and deployment.")
+
+
+_mount_flower()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -636,6 +636,39 @@ def make_partitioner(name: str, **params: Any) -> Partitioner:
     if missing:
         raise ValueError(f"Partitioner {key!r} needs {missing}; valid parameters are {accepted}.")
     return cls(**params)
+
+
+def partitioner_arguments(
+    name: str,
+    *,
+    num_partitions: int,
+    alpha: float | None = None,
+    min_partition_size: int | None = None,
+    seed: Seed = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments ``make_partitioner(name, ...)`` accepts, from a flat settings record.
+
+    Settings a partitioner does not take (``alpha`` for ``"iid"``, say) are left out, so
+    one config record can name any partitioner.
+    """
+    args: dict[str, Any] = {"num_partitions": num_partitions, "seed": seed}
+    extra = dict(extra or {})
+    if name in ("dirichlet", "quantity"):
+        args["alpha"] = alpha
+        if min_partition_size is not None:
+            args["min_partition_size"] = min_partition_size
+    if name == "dirichlet":
+        for key in ("self_balancing", "max_attempts"):
+            if key in extra:
+                args[key] = extra[key]
+    if name == "shard" and "num_shards_per_partition" in extra:
+        args["num_shards_per_partition"] = extra["num_shards_per_partition"]
+    if name == "pathological":
+        args["num_classes_per_partition"] = extra.get("num_classes_per_partition", 2)
+        if "class_assignment_mode" in extra:
+            args["class_assignment_mode"] = extra["class_assignment_mode"]
+    return args
 
 
 def partition_data(X: Any, y: Any, partitioner: Partitioner) -> list[np.ndarray]:

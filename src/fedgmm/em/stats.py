@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fedgmm.em.kernels import BlockKernel, make_kernel
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
@@ -113,6 +117,37 @@ class SufficientStatistics:
             shift=np.zeros(n_features) if shift is None else np.asarray(shift, dtype=np.float64),
             covariance_type=covariance_type,
         )
+
+
+#: A thread gets at least this many blocks, else the E-step stays in one thread.
+MIN_BLOCKS_PER_THREAD = 4
+
+_NUM_THREADS: int | None = None
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def get_num_threads() -> int:
+    """Threads the blocked E-step may use: :func:`set_num_threads`, else the CPUs available."""
+    if _NUM_THREADS is not None:
+        return _NUM_THREADS
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(n: int | None) -> None:
+    """Limit the E-step's threads (``None``: all available CPUs); worker processes set 1."""
+    global _NUM_THREADS
+    if n is not None and n < 1:
+        raise ValueError(f"the number of threads must be >= 1, got {n}.")
+    _NUM_THREADS = n
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    if threads not in _EXECUTORS:
+        _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fedgmm-estep")
+    return _EXECUTORS[threads]
 
 
 def block_size_for(row_elements: int, block_size: int | None = None) -> int:
@@ -233,19 +268,42 @@ def e_step(
     if d != state.n_features:
         raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
     cdtype = _compute_dtype(X, dtype)
-    stats = SufficientStatistics.zeros(state.n_components, d, state.covariance_type, shift)
+    ref = SufficientStatistics.zeros(state.n_components, d, state.covariance_type, shift).shift
+    row_elements = make_kernel(state.covariance_type, state.n_components, d).row_elements
+    block = block_size_for(row_elements, block_size)
+    threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
+    if threads <= 1:
+        parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block)]
+    else:
+        # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL) and
+        # their sums are added in chunk order: the result does not depend on timing.
+        bounds = np.linspace(0, n, threads + 1).astype(int)
+        with threadpool_limits(limits=1, user_api="blas"):
+            futures = [
+                _executor(threads).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block)
+                for lo, hi in itertools.pairwise(bounds)
+            ]
+            parts = [f.result() for f in futures]
+    return sum(parts[1:], parts[0])
+
+
+def _e_step_rows(
+    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int
+) -> SufficientStatistics:
+    """E-step statistics of rows ``lo:hi``, block by block (one thread's share)."""
+    stats = SufficientStatistics.zeros(state.n_components, state.n_features, state.covariance_type, shift)
     nk, sx = stats.nk, stats.sx
-    kernel = _scoring_kernel(state, stats.shift, cdtype)
-    shift_c = stats.shift.astype(cdtype)
+    kernel = _scoring_kernel(state, shift, cdtype)
+    shift_c = shift.astype(cdtype)
     total = 0.0
-    for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
-        xc = X[rows].astype(cdtype, copy=False) - shift_c
+    for rows in iter_blocks(hi - lo, block):
+        xc = X[lo + rows.start : lo + rows.stop].astype(cdtype, copy=False) - shift_c
         resp, ctx = kernel.log_prob(xc)
         total += float(np.sum(_normalise(resp), dtype=np.float64))
         nk += resp.sum(axis=0, dtype=np.float64)
         sx += resp.T @ xc
         kernel.accumulate(xc, resp, ctx)
-    return SufficientStatistics(nk, sx, kernel.second_moments(), n, total, stats.shift, state.covariance_type)
+    return SufficientStatistics(nk, sx, kernel.second_moments(), hi - lo, total, shift, state.covariance_type)
 
 
 def _score_blocks(

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fedgmm.datasets import Dataset, load_dataset
+from fedgmm.datasets.split import split_dataset as split_rows
 from fedgmm.em.stats import score_samples
 from fedgmm.experiments.config import StudyConfig
 from fedgmm.experiments.results import RESULTS_FILE, ResultRow, RoundPoint, append_rows, read_rows
@@ -28,7 +29,7 @@ from fedgmm.federated.runner import MethodRun, MethodSpec, run_method
 from fedgmm.federated.transport import CommunicationLog
 from fedgmm.mixture import MixtureState
 from fedgmm.model_io import save_mixture
-from fedgmm.partition import make_partitioner
+from fedgmm.partition import make_partitioner, partitioner_arguments
 
 LABELS = {
     "centralized": "Centralized",
@@ -83,46 +84,19 @@ def _local_label(value: int | tuple[int, int] | None) -> str:
 
 
 # ----------------------------------------------------------------------------- data
-def split_dataset(ds: Dataset, config: StudyConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Training rows and labels, test inliers and the out-of-distribution rows (or None).
-
-    Anomalies (where the dataset defines them) and rows of ``ood.classes`` never reach
-    training; they are the positives of the detection metrics. The inliers are split
-    per class with ``test_fraction`` held out.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57]))
-    ood = np.zeros(ds.n_samples, dtype=bool)
-    if ds.anomaly is not None:
-        ood |= ds.anomaly
-    if config.ood_classes:
-        ood |= np.isin(ds.y, config.ood_classes)
-    inliers = np.flatnonzero(~ood)
-    test_mask = np.zeros(ds.n_samples, dtype=bool)
-    for cls in np.unique(ds.y[inliers]):
-        rows = inliers[ds.y[inliers] == cls]
-        n_test = round(config.test_fraction * rows.size)
-        test_mask[rng.permutation(rows)[:n_test]] = True
-    train = np.flatnonzero(~ood & ~test_mask)
-    X_ood = ds.X[ood] if ood.any() else None
-    return ds.X[train], ds.y[train], ds.X[test_mask & ~ood], X_ood
+def split_dataset(
+    ds: Dataset, config: StudyConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The study's train / test / OOD split (see :func:`fedgmm.datasets.split.split_dataset`)."""
+    return split_rows(ds, test_fraction=config.test_fraction, seed=seed, ood_classes=config.ood_classes)
 
 
 def _partitioner_args(config: StudyConfig, alpha: float | None, seed: int) -> dict[str, Any]:
     p = config.partition
-    args: dict[str, Any] = {"num_partitions": p.num_partitions, "seed": seed}
-    if p.name in ("dirichlet", "quantity"):
-        args.update(alpha=alpha, min_partition_size=p.min_partition_size)
-    if p.name == "dirichlet":
-        for key in ("self_balancing", "max_attempts"):
-            if key in p.extra:
-                args[key] = p.extra[key]
-    if p.name == "shard" and "num_shards_per_partition" in p.extra:
-        args["num_shards_per_partition"] = p.extra["num_shards_per_partition"]
-    if p.name == "pathological":
-        args["num_classes_per_partition"] = p.extra.get("num_classes_per_partition", 2)
-        if "class_assignment_mode" in p.extra:
-            args["class_assignment_mode"] = p.extra["class_assignment_mode"]
-    return args
+    return partitioner_arguments(
+        p.name, num_partitions=p.num_partitions, alpha=alpha, min_partition_size=p.min_partition_size,
+        seed=seed, extra=p.extra,
+    )
 
 
 def contaminate(

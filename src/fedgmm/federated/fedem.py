@@ -225,6 +225,11 @@ def run_federated_em(
         ), records)
         merged: list[SufficientStatistics] = []
         for reply, stat in decoded:
+            if reply.client_id is not None and stat.client_id != reply.client_id:
+                records[reply.source] = ClientRecord(
+                    reply.source, reply.client_id, "rejected", f"reply claims client id {stat.client_id}."
+                )
+                continue
             if stat.status != STATUS_OK or stat.stats is None:
                 records[reply.source] = ClientRecord(reply.source, stat.client_id, "excluded", stat.reason)
                 continue

@@ -47,7 +47,10 @@ def _serve(index: int, client_id: int, request: bytes, store: dict[str, Any]) ->
 def _init_worker(threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
+    from fedgmm.em.stats import set_num_threads
+
     threadpool_limits(threads)
+    set_num_threads(threads)
 
 
 @dataclass

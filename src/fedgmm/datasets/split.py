@@ -1,0 +1,44 @@
+"""Train / test / out-of-distribution split of a dataset, reproducible by seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedgmm.datasets.base import Dataset
+
+
+def split_dataset(
+    ds: Dataset, *, test_fraction: float, seed: int, ood_classes: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Training rows and labels, test inliers, and the out-of-distribution rows (or None).
+
+    Anomalies (where the dataset defines them) and rows of ``ood_classes`` never reach
+    training; they are the positives of detection metrics. The inliers are split per
+    class, ``test_fraction`` of each held out, with a Generator seeded by ``seed``.
+
+    Returns
+    -------
+    X_train : ndarray of shape (n_train, d)
+    y_train : ndarray of shape (n_train,)
+    X_test : ndarray of shape (n_test, d)
+    X_ood : ndarray of shape (n_ood, d) or None
+    """
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57]))
+    ood = np.zeros(ds.n_samples, dtype=bool)
+    if ds.anomaly is not None:
+        ood |= ds.anomaly
+    if len(ood_classes):
+        ood |= np.isin(ds.y, list(ood_classes))
+    inliers = np.flatnonzero(~ood)
+    test_mask = np.zeros(ds.n_samples, dtype=bool)
+    for cls in np.unique(ds.y[inliers]):
+        rows = inliers[ds.y[inliers] == cls]
+        n_test = round(test_fraction * rows.size)
+        test_mask[rng.permutation(rows)[:n_test]] = True
+    train = np.flatnonzero(~ood & ~test_mask)
+    X_ood = ds.X[ood] if ood.any() else None
+    return ds.X[train], ds.y[train], ds.X[test_mask & ~ood], X_ood

@@ -1,0 +1,1 @@
+"""The Flower app: a ServerApp and a ClientApp that run fedgmm's federated algorithms across processes."""

@@ -1,0 +1,240 @@
+"""``fedgmm flower``: run the Flower app on a local deployment or simulation, write connections, make certificates."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedgmm.flower.settings import DEFAULTS
+
+app = typer.Typer(
+    help="Run fedgmm's federated algorithms as a Flower app (local deployment engine or Ray simulation).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-c", help="Run-config override KEY=VALUE (TOML value; strings need no quotes here). Repeatable."),
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output directory (model.npz, summary.json).")]
+WorkdirOption = Annotated[
+    Path | None, typer.Option("--workdir", help="Logs, configs and FLWR_HOME [default: OUT/federation].")
+]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the run to finish.")]
+AppOption = Annotated[Path | None, typer.Option("--app-dir", help="Flower app directory [default: the fedgmm source tree].")]
+
+
+def _guard(action: Callable[[], T]) -> T:
+    from fedgmm.exceptions import FedGMMError
+    from fedgmm.flower.control import FlowerCLIError
+
+    try:
+        return action()
+    except (FedGMMError, FlowerCLIError, ValueError, FileNotFoundError, TimeoutError, RuntimeError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["algorithm=fedem", "max-rounds=5"]`` → run-config dict; keys must be run-config keys.
+
+    String keys take the text as is (``dataset=blobs``, quotes optional); the others a
+    TOML literal (``5`` int, ``5.0`` float, ``true``); ``eval-label-column`` an index or a name.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE.")
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--set {item!r}: {key!r} is not a run-config key.{hint} Keys: {', '.join(DEFAULTS)}.")
+        if key == "eval-label-column" and raw.lstrip("-").isdigit():
+            out[key] = int(raw)
+        elif isinstance(DEFAULTS[key], str):
+            out[key] = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" else raw
+        else:
+            try:
+                out[key] = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise ValueError(f"--set {item!r}: {raw!r} is not a number or true/false.") from None
+    return out
+
+
+def _run_config(out: Path, nodes: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    config = {"output-dir": str(out.resolve()), "min-nodes": nodes, **overrides}
+    if "min-replies" not in overrides:
+        config["min-replies"] = min(int(DEFAULTS["min-replies"]), nodes)
+    return config
+
+
+def _report(record: dict[str, Any], out: Path) -> None:
+    """Print the run's status and summary; exit 1 unless it completed."""
+    from fedgmm.flower.control import COMPLETED
+    from fedgmm.flower.job import SUMMARY_FILE
+
+    status = str(record.get("status"))
+    details = record.get("status-details") or ""
+    summary_path = out / SUMMARY_FILE
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    table = Table(title=f"run {record.get('run-id')}: {status}")
+    table.add_column("client")
+    table.add_column("node")
+    table.add_column("status")
+    table.add_column("rows", justify="right")
+    table.add_column("reason")
+    for row in summary.get("clients", []):
+        table.add_row(row["source"], str(row.get("node_id")), row["status"], str(row["n_samples"]), row["reason"])
+    if summary.get("clients"):
+        console.print(table)
+    for node in summary.get("nodes", []):
+        for failure in node.get("failures", []):
+            console.print(f"node {node['node_id']} (client {node['client_id']}): round {failure['round']} "
+                          f"{failure['kind']}: {failure['reason']}")
+    if summary.get("status") == "completed":
+        total = summary["total"]
+        console.print(
+            f"{summary['algorithm']}: {total['rounds']} rounds, {total['bytes_up']:,} bytes up, "
+            f"{total['bytes_down']:,} bytes down (preprocessing included); model {out / summary['model']['path']}"
+        )
+        if "evaluation" in summary:
+            console.print(f"evaluation: {summary['evaluation']}")
+    if status != COMPLETED:
+        err_console.print(f"[bold red]run {record.get('run-id')} {status}[/]: {details or summary.get('error', '')}")
+        raise typer.Exit(1)
+    console.print(f"[green]{status}[/]; summary in {summary_path}")
+
+
+@app.command("local")
+def local(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="SuperNodes (partition i of N each).")] = 3,
+    tls: Annotated[bool, typer.Option("--tls/--insecure", help="Run the SuperLink with generated TLS certificates.")] = False,
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="A node's own .csv/.npy file (one node per --data; replaces --nodes).")
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of the --data files, dropped from the features.")] = "",
+    overrides: SetOption = None,
+    out: OutOption = Path("flower-output"),
+    workdir: WorkdirOption = None,
+    timeout: TimeoutOption = 900.0,
+    app_dir: AppOption = None,
+) -> None:
+    """Start a SuperLink and SuperNodes on 127.0.0.1, run one job, wait, report, stop everything."""
+    from fedgmm.flower.federation import LocalFederation
+
+    def run() -> tuple[dict[str, Any], Path]:
+        config_overrides = parse_overrides(overrides)
+        node_configs: list[dict[str, Any]]
+        if data:
+            node_configs = []
+            for i, path in enumerate(data):
+                cfg: dict[str, Any] = {"data-path": str(path.resolve()), "client-id": i}
+                if label_column:
+                    cfg["label-column"] = int(label_column) if label_column.lstrip("-").isdigit() else label_column
+                node_configs.append(cfg)
+        else:
+            node_configs = [{"partition-id": i, "num-partitions": nodes} for i in range(nodes)]
+        resolved = out.resolve()
+        fed = LocalFederation(workdir or resolved / "federation", node_configs, tls=tls)
+        console.print(f"starting a SuperLink and {len(node_configs)} SuperNodes ({'TLS' if tls else 'insecure'}) in {fed.workdir}")
+        with fed:
+            run_id = fed.submit(_run_config(resolved, len(node_configs), config_overrides), app_dir)
+            console.print(f"run {run_id} submitted to {fed.address}; waiting (flwr ls)")
+            record = fed.wait(run_id, timeout=timeout, output_dir=resolved)
+        console.print(f"stopped every process started (logs in {fed.workdir})")
+        return record, resolved
+
+    record, resolved = _guard(run)
+    _report(record, resolved)
+
+
+@app.command("simulate")
+def simulate(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="Simulated SuperNodes.")] = 3,
+    cpus_per_node: Annotated[float, typer.Option(help="CPUs Ray reserves per ClientApp.")] = 1.0,
+    overrides: SetOption = None,
+    out: OutOption = Path("flower-output"),
+    workdir: WorkdirOption = None,
+    timeout: TimeoutOption = 900.0,
+    app_dir: AppOption = None,
+) -> None:
+    """Run one job with the Ray simulation engine (`flwr run ... local`), wait, report, stop the local SuperLink."""
+    from fedgmm.flower.federation import LocalSimulation
+
+    def run() -> tuple[dict[str, Any], Path]:
+        config_overrides = parse_overrides(overrides)
+        resolved = out.resolve()
+        sim = LocalSimulation(workdir or resolved / "federation", num_supernodes=nodes, cpus_per_node=cpus_per_node)
+        with sim:
+            run_id = sim.submit(_run_config(resolved, nodes, config_overrides), app_dir)
+            console.print(f"run {run_id} submitted to the local simulation SuperLink; waiting (flwr ls)")
+            record = sim.wait(run_id, timeout=timeout, output_dir=resolved)
+        return record, resolved
+
+    record, resolved = _guard(run)
+    _report(record, resolved)
+
+
+@app.command("config")
+def config(
+    flwr_home: Annotated[Path | None, typer.Option(help="Flower home [default: $FLWR_HOME or ~/.flwr].")] = None,
+    name: Annotated[str, typer.Option(help="Connection name for the deployment SuperLink.")] = "deploy",
+    address: Annotated[str, typer.Option(help="SuperLink address host:port.")] = "127.0.0.1:9093",
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA certificate of a TLS SuperLink (omit for an insecure one).")
+    ] = None,
+    default: Annotated[str | None, typer.Option(help="Connection flwr uses when none is named.")] = None,
+) -> None:
+    """Write the `local` (simulation) and a deployment connection into $FLWR_HOME/config.toml."""
+    from fedgmm.flower.control import Connection, write_connections
+    from fedgmm.flower.control import flwr_home as home_of
+
+    def run() -> Path:
+        conn = Connection(name, address, insecure=root_certificates is None, root_certificates=root_certificates)
+        return write_connections(home_of(flwr_home), [conn], default)
+
+    path = _guard(run)
+    console.print(f"wrote {path}:")
+    console.print(path.read_text(), markup=False, highlight=False)
+
+
+@app.command("certs")
+def certs(
+    directory: Annotated[Path, typer.Argument(help="Where ca.crt, server.pem and server.key go.")],
+    days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = 30,
+) -> None:
+    """Generate a CA and a server certificate for a SuperLink on 127.0.0.1/localhost."""
+    from fedgmm.flower.certs import make_certificates
+
+    made = _guard(lambda: make_certificates(directory, days=days))
+    console.print(f"CA {made.ca}\nserver certificate {made.server_cert}\nserver key {made.server_key}")
+
+
+@app.command("stop-simulation")
+def stop_simulation(
+    port: Annotated[int, typer.Option(help="HTTP port of the local simulation SuperLink.")] = 39091,
+) -> None:
+    """Stop the local simulation SuperLink that `flwr run ... local` left running (by PID, with its children)."""
+    from fedgmm.flower.processes import find_processes, stop_pids
+
+    pids = find_processes("flower-superlink", "--simulation", f"--port {port} ")
+    if not pids:
+        console.print(f"no local simulation SuperLink on port {port}.")
+        return
+    killed = stop_pids(pids)
+    console.print(f"stopped local SuperLink PID {', '.join(map(str, pids))}" + (f" (SIGKILL: {killed})" if killed else ""))

@@ -1,0 +1,285 @@
+"""The Flower app's run configuration, read once into checked, typed settings."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedgmm.federated.runner import MethodSpec
+from fedgmm.types import COVARIANCE_TYPES
+
+ALGORITHMS = ("fedgengmm", "fedem", "hybrid")
+INITS = ("kmeans++", "fedgengmm")
+PREPROCESSING = ("none", "standardize", "pca")
+PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "quantity")
+
+#: Every run-config key with its default; ``[tool.flwr.app.config]`` in pyproject.toml
+#: holds the same keys and values (Flower rejects overrides of undeclared keys).
+DEFAULTS: dict[str, Any] = {
+    # algorithm
+    "algorithm": "fedgengmm",
+    "n-components": 10,
+    "n-components-max": 0,
+    "covariance-type": "full",
+    "local-components-min": 1,
+    "local-components-max": 10,
+    "synthetic-size": 5.0,
+    "max-iter": 100,
+    "fit-tol": 1e-3,
+    "max-rounds": 40,
+    "tol": 1e-3,
+    "reg-covar": 1e-6,
+    "init": "kmeans++",
+    "min-samples-per-component": 5,
+    "seed": 0,
+    "preprocessing": "none",
+    "pca-components": 0,
+    "download-model": False,
+    # federation
+    "min-nodes": 3,
+    "min-replies": 2,
+    "round-timeout": 120.0,
+    "wait-timeout": 60.0,
+    "output-dir": "flower-output",
+    # node data (a node's --node-config overrides these; simulated nodes use them)
+    "dataset": "digits",
+    "dataset-args": "",
+    "partitioner": "dirichlet",
+    "partitioner-args": "",
+    "alpha": 1.0,
+    "min-partition-size": 10,
+    "test-fraction": 0.25,
+    # server-side evaluation
+    "eval-dataset": "",
+    "eval-path": "",
+    "eval-label-column": "",
+}
+
+#: Keys a node may set in its node config to choose its data (besides partition-id/num-partitions).
+DATA_KEYS = (
+    "dataset", "dataset-args", "partitioner", "partitioner-args", "alpha", "min-partition-size", "test-fraction", "seed",
+)  # fmt: skip
+
+
+class SettingsError(ValueError):
+    """A run-config or node-config value is missing or invalid; the message names the key."""
+
+
+def _get(cfg: Mapping[str, Any], key: str, where: str) -> Any:
+    if key in cfg:
+        return cfg[key]
+    if key in DEFAULTS:
+        return DEFAULTS[key]
+    raise SettingsError(f"{where} lacks the key {key!r}.")
+
+
+def get_int(cfg: Mapping[str, Any], key: str, where: str = "run config", low: int | None = None) -> int:
+    """An integer setting (a float with an integral value is accepted)."""
+    value = _get(cfg, key, where)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{where} {key!r} must be an integer, got {value!r}.")
+    if low is not None and value < low:
+        raise SettingsError(f"{where} {key!r} must be >= {low}, got {value}.")
+    return value
+
+
+def get_float(cfg: Mapping[str, Any], key: str, where: str = "run config", positive: bool = False) -> float:
+    """A float setting (an int is accepted)."""
+    value = _get(cfg, key, where)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(f"{where} {key!r} must be a number, got {value!r}.")
+    if positive and not value > 0:
+        raise SettingsError(f"{where} {key!r} must be > 0, got {value!r}.")
+    return float(value)
+
+
+def get_str(cfg: Mapping[str, Any], key: str, where: str = "run config", choices: tuple[str, ...] = ()) -> str:
+    """A string setting, optionally one of ``choices``."""
+    value = _get(cfg, key, where)
+    if not isinstance(value, str):
+        raise SettingsError(f"{where} {key!r} must be a string (quote it: {key}='...'), got {value!r}.")
+    if choices and value not in choices:
+        raise SettingsError(f"{where} {key!r} must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def get_bool(cfg: Mapping[str, Any], key: str, where: str = "run config") -> bool:
+    """A boolean setting (``true``/``false``)."""
+    value = _get(cfg, key, where)
+    if not isinstance(value, bool):
+        raise SettingsError(f"{where} {key!r} must be true or false, got {value!r}.")
+    return value
+
+
+def parse_pairs(text: str, where: str = "setting") -> tuple[tuple[str, Any], ...]:
+    """Keyword arguments from ``"n_samples=600 n_features=2"`` (spaces or commas between pairs).
+
+    Values are read as TOML literals (``600`` an int, ``0.5`` a float, ``true`` a bool);
+    anything else is kept as a string. Hyphens in keys become underscores.
+    """
+    pairs: list[tuple[str, Any]] = []
+    for item in re.split(r"[\s,]+", text.strip()):
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise SettingsError(f"{where}: {item!r} is not of the form name=value.")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip("'\"")
+        if isinstance(value, list):
+            value = tuple(value)
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where a node's rows come from when it takes a partition of a named dataset.
+
+    The split is the study runner's (:func:`fedgmm.experiments.study.split_dataset` then
+    the partitioner), so partition ``i`` equals the in-process client ``i`` for the same
+    settings and seed.
+    """
+
+    dataset: str = "digits"
+    dataset_args: tuple[tuple[str, Any], ...] = ()
+    partitioner: str = "dirichlet"
+    partitioner_args: tuple[tuple[str, Any], ...] = ()
+    alpha: float = 1.0
+    min_partition_size: int = 10
+    test_fraction: float = 0.25
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str = "run config") -> DataSettings:
+        """Read the data keys (:data:`DATA_KEYS`) from a run or merged node config."""
+        test_fraction = get_float(cfg, "test-fraction", where)
+        if not 0.0 <= test_fraction < 1.0:
+            raise SettingsError(f"{where} 'test-fraction' must be in [0, 1), got {test_fraction}.")
+        return cls(
+            dataset=get_str(cfg, "dataset", where),
+            dataset_args=parse_pairs(get_str(cfg, "dataset-args", where), f"{where} 'dataset-args'"),
+            partitioner=get_str(cfg, "partitioner", where, PARTITIONERS),
+            partitioner_args=parse_pairs(get_str(cfg, "partitioner-args", where), f"{where} 'partitioner-args'"),
+            alpha=get_float(cfg, "alpha", where, positive=True),
+            min_partition_size=get_int(cfg, "min-partition-size", where, low=0),
+            test_fraction=test_fraction,
+            seed=get_int(cfg, "seed", where, low=0),
+        )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything the ServerApp reads from the run config.
+
+    Attributes
+    ----------
+    spec : MethodSpec
+        The algorithm and its settings, exactly as the in-process runner takes them.
+    seed : int
+    preprocessing : {"none", "standardize", "pca"}
+        Federated preprocessing before the algorithm (``pca`` standardises, then keeps
+        ``pca_components`` axes).
+    min_nodes : int
+        SuperNodes to wait for before starting.
+    min_replies : int
+        Fewest usable replies per round (the algorithms' ``min_clients``).
+    round_timeout, wait_timeout : float
+        Seconds to wait for one round's replies, and for ``min_nodes`` to connect.
+    output_dir : Path
+        Where the model and ``summary.json`` go (relative: against the ServerApp's cwd).
+    download_model : bool
+        Send the global model to the nodes after training (one extra, separately counted round).
+    data : DataSettings
+        The default node data, also the evaluation split's settings.
+    eval_dataset, eval_path, eval_label_column
+        Optional server-side evaluation set: a dataset's held-out test split, or a file.
+    """
+
+    spec: MethodSpec
+    seed: int
+    preprocessing: str
+    pca_components: int
+    min_nodes: int
+    min_replies: int
+    round_timeout: float
+    wait_timeout: float
+    output_dir: Path
+    download_model: bool
+    data: DataSettings
+    eval_dataset: str = ""
+    eval_path: str = ""
+    eval_label_column: int | str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> RunSettings:
+        """Check and type the run config; unknown values raise :class:`SettingsError` naming the key."""
+        algorithm = get_str(cfg, "algorithm", choices=ALGORITHMS)
+        n_components = get_int(cfg, "n-components", low=1)
+        n_max = get_int(cfg, "n-components-max", low=0)
+        if n_max and n_max < n_components:
+            raise SettingsError(f"run config 'n-components-max' ({n_max}) must be 0 or >= 'n-components' ({n_components}).")
+        if n_max > n_components and algorithm != "fedgengmm":
+            raise SettingsError("a range of global components (n-components-max) is for algorithm 'fedgengmm' only.")
+        local_min = get_int(cfg, "local-components-min", low=1)
+        local_max = get_int(cfg, "local-components-max", low=1)
+        if local_max < local_min:
+            raise SettingsError(f"run config needs local-components-min <= local-components-max, got {local_min} > {local_max}.")
+        synthetic = _get(cfg, "synthetic-size", "run config")
+        if isinstance(synthetic, bool) or not isinstance(synthetic, int | float) or synthetic <= 0:
+            raise SettingsError(
+                f"run config 'synthetic-size' must be a positive float (multiple of the clients' rows) or int (rows), got {synthetic!r}."
+            )
+        spec = MethodSpec(
+            method=algorithm,
+            n_components=(n_components, n_max) if n_max > n_components else n_components,
+            covariance_type=get_str(cfg, "covariance-type", choices=tuple(COVARIANCE_TYPES)),  # type: ignore[arg-type]
+            local_components=(local_min, local_max),
+            synthetic_size=synthetic,
+            reg_covar=get_float(cfg, "reg-covar", positive=True),
+            max_iter=get_int(cfg, "max-iter", low=1),
+            tol=get_float(cfg, "fit-tol", positive=True),
+            max_rounds=get_int(cfg, "max-rounds", low=1),
+            em_tol=get_float(cfg, "tol", positive=True),
+            init=get_str(cfg, "init", choices=INITS),
+            min_samples_per_component=get_int(cfg, "min-samples-per-component", low=1),
+            min_clients=get_int(cfg, "min-replies", low=1),
+        )
+        preprocessing = get_str(cfg, "preprocessing", choices=PREPROCESSING)
+        pca = get_int(cfg, "pca-components", low=0)
+        if preprocessing == "pca" and pca < 1:
+            raise SettingsError("preprocessing='pca' needs pca-components >= 1.")
+        label: Any = _get(cfg, "eval-label-column", "run config")
+        if isinstance(label, bool) or not isinstance(label, int | str):
+            raise SettingsError(f"run config 'eval-label-column' must be a column index or name, got {label!r}.")
+        eval_dataset = get_str(cfg, "eval-dataset")
+        eval_path = get_str(cfg, "eval-path")
+        if eval_dataset and eval_path:
+            raise SettingsError("set at most one of run config 'eval-dataset' and 'eval-path'.")
+        return cls(
+            spec=spec,
+            seed=get_int(cfg, "seed", low=0),
+            preprocessing=preprocessing,
+            pca_components=pca,
+            min_nodes=get_int(cfg, "min-nodes", low=1),
+            min_replies=spec.min_clients,
+            round_timeout=get_float(cfg, "round-timeout", positive=True),
+            wait_timeout=max(0.0, get_float(cfg, "wait-timeout")),
+            output_dir=Path(get_str(cfg, "output-dir")).expanduser(),
+            download_model=get_bool(cfg, "download-model"),
+            data=DataSettings.from_config(cfg),
+            eval_dataset=eval_dataset,
+            eval_path=eval_path,
+            eval_label_column=None if label == "" else label,
+            raw={k: cfg[k] for k in cfg},
+        )
