@@ -61,10 +61,15 @@ def _print_summary(results: Path, title: str) -> None:
     from fedgmm.experiments.results import read_rows
 
     rows = list(read_rows(results))
-    table = Table(title=title)
-    for column in ("data", "method", "α", "test ll", "AUC-PR", "rounds", "kB up", "kB down", "seeds"):
-        table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
-    for entry in summarize(rows, ["dataset", "label", "alpha"]):
+    entries = summarize(rows, ["dataset", "label", "alpha"])
+    with_auc = any(e.get("auc_pr_mean") is not None and not math.isnan(e["auc_pr_mean"]) for e in entries)
+    seeds = sorted({e["n"] for e in entries})
+    table = Table(title=f"{title} ({'/'.join(map(str, seeds))} seed(s) per cell)")
+    columns = ["data", "method", "α", "test ll", *(["AUC-PR"] if with_auc else []), "rounds", "kB up", "kB down"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("data", "method") else "right",
+                         no_wrap=column == "method")
+    for entry in entries:
 
         def fmt(name: str, digits: int = 3, entry: dict[str, Any] = entry) -> str:
             mean, std = entry.get(f"{name}_mean"), entry.get(f"{name}_std")
@@ -79,10 +84,11 @@ def _print_summary(results: Path, title: str) -> None:
             return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
         alpha = entry.get("alpha")
-        table.add_row(
-            str(entry["dataset"]), str(entry["label"]), "—" if alpha is None else f"{alpha:g}",
-            fmt("test_loglik"), fmt("auc_pr"), fmt("rounds"), fmt("bytes_up"), fmt("bytes_down"), str(entry["n"]),
-        )
+        cells = [str(entry["dataset"]), str(entry["label"]), "—" if alpha is None else f"{alpha:g}", fmt("test_loglik", 2)]
+        if with_auc:
+            cells.append(fmt("auc_pr"))
+        cells += [fmt("rounds"), fmt("bytes_up"), fmt("bytes_down")]
+        table.add_row(*cells)
     console.print(table)
     console.print("test ll: mean log-likelihood per test sample (nats); kB: measured message bytes (1 kB = 1000 B).")
 
