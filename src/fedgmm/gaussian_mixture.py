@@ -187,7 +187,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         -------
         self : GaussianMixture
         """
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
@@ -201,7 +201,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         Returns
         -------
         labels : ndarray of shape (n_samples,)
+            Labels from a final E-step with the fitted parameters, so
+            ``fit_predict(X)`` equals ``fit(X).predict(X)``.
         """
+        X = self._fit(X)
+        log_resp, _ = log_responsibilities(X, self.state_, block_size=self.block_size, dtype=np.dtype(self.dtype))
+        return np.asarray(log_resp.argmax(axis=1))
+
+    def _fit(self, X: Any) -> np.ndarray:
+        """Validate, run EM, store the fitted attributes; return the validated ``X``."""
         self._check_hyperparameters()
         warm = self.warm_start and hasattr(self, "converged_")
         X = self._validate_fit_data(X)
@@ -244,8 +252,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         self.lower_bounds_ = list(result.lower_bounds)
         if not hasattr(self, "_sample_rng") or not warm:
             self._sample_rng = as_generator(_sample_seed(self.random_state))
-        log_resp, _ = log_responsibilities(X, self.state_, block_size=self.block_size, dtype=np.dtype(self.dtype))
-        return np.asarray(log_resp.argmax(axis=1))
+        return X
 
     def _set_state(self, state: MixtureState) -> None:
         self.state_ = state
