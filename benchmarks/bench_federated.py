@@ -73,8 +73,11 @@ def aggregation(args: argparse.Namespace) -> None:
 def end_to_end(args: argparse.Namespace) -> None:
     header(f"end to end: {args.clients[0]} clients x ~{args.rows} rows, d={args.d}, K={args.k}, local K {args.local_range}, {args.jobs} worker(s)")
     clients, X_test = clients_of(args.clients[0], args.rows, args.d, args.seed)
-    lo, hi = (int(v) for v in args.local_range.split("-"))
-    spec = MethodSpec("fedgengmm", n_components=args.k, local_components=(lo, hi), reg_covar=1e-3, synthetic_size=float(args.synthetic[0]))
+    local: int | tuple[int, int] | None = None
+    if args.local_range != "auto":
+        parts = [int(v) for v in args.local_range.split("-")]
+        local = parts[0] if len(parts) == 1 else (parts[0], parts[1])
+    spec = MethodSpec("fedgengmm", n_components=args.k, local_components=local, reg_covar=1e-3, synthetic_size=float(args.synthetic[0]))
     run = run_method(spec, clients, seed=args.seed, n_jobs=args.jobs)
     central = run_method(MethodSpec("centralized", n_components=args.k, reg_covar=1e-3), clients, seed=args.seed)
     comm = run.communication
@@ -92,7 +95,7 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=8)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--local-k", type=int, default=5)
-    parser.add_argument("--local-range", default="1-8")
+    parser.add_argument("--local-range", default="auto", help="clients' K: N, MIN-MAX (BIC) or auto (2K)")
     parser.add_argument("--synthetic", type=float, nargs="+", default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
