@@ -27,7 +27,7 @@ def blobs_config(tmp_path: Any) -> dict[str, Any]:
     return dict(
         DEFAULTS,
         **{
-            "dataset": "blobs", "dataset-args": "n_samples=600", "n-components": 4, "local-components-max": 4,
+            "dataset": "blobs", "dataset-args": "n_samples=600", "n-components": 4, "local-components-min": 1, "local-components-max": 4,
             "max-rounds": 3, "min-nodes": 3, "min-replies": 2, "round-timeout": 30.0, "wait-timeout": 5.0,
             "output-dir": str(tmp_path / "out"),
         },

@@ -25,8 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "n-components": 10,
     "n-components-max": 0,
     "covariance-type": "full",
-    "local-components-min": 1,
-    "local-components-max": 10,
+    "local-components-min": 0,
+    "local-components-max": 0,
     "synthetic-size": 5.0,
     "max-iter": 100,
     "fit-tol": 1e-3,
@@ -231,10 +231,14 @@ class RunSettings:
             raise SettingsError(f"run config 'n-components-max' ({n_max}) must be 0 or >= 'n-components' ({n_components}).")
         if n_max > n_components and algorithm != "fedgengmm":
             raise SettingsError("a range of global components (n-components-max) is for algorithm 'fedgengmm' only.")
-        local_min = get_int(cfg, "local-components-min", low=1)
-        local_max = get_int(cfg, "local-components-max", low=1)
-        if local_max < local_min:
-            raise SettingsError(f"run config needs local-components-min <= local-components-max, got {local_min} > {local_max}.")
+        local_min = get_int(cfg, "local-components-min", low=0)
+        local_max = get_int(cfg, "local-components-max", low=0)
+        if (local_min == 0) != (local_max == 0) or local_max < local_min:
+            raise SettingsError(
+                "run config needs 1 <= local-components-min <= local-components-max, or both 0 for the default "
+                f"(2 x n-components); got {local_min} and {local_max}."
+            )
+        local: tuple[int, int] | None = (local_min, local_max) if local_max else None
         synthetic = _get(cfg, "synthetic-size", "run config")
         if isinstance(synthetic, bool) or not isinstance(synthetic, int | float) or synthetic <= 0:
             raise SettingsError(
@@ -244,7 +248,7 @@ class RunSettings:
             method=algorithm,
             n_components=(n_components, n_max) if n_max > n_components else n_components,
             covariance_type=get_str(cfg, "covariance-type", choices=tuple(COVARIANCE_TYPES)),  # type: ignore[arg-type]
-            local_components=(local_min, local_max),
+            local_components=local,
             synthetic_size=synthetic,
             reg_covar=get_float(cfg, "reg-covar", positive=True),
             max_iter=get_int(cfg, "max-iter", low=1),
