@@ -120,3 +120,31 @@ def test_shipped_studies_parse_in_both_profiles() -> None:
         full = load_config(path)
         quick = load_config(path, profile="quick")
         assert full.name and quick.name, name
+
+
+def test_rows_of_an_earlier_config_are_set_aside(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = load_config(write(tmp_path, QUICK))
+    run_study(first, out, show_progress=False, write_report=False)
+    changed = load_config(write(tmp_path, QUICK.replace("max_rounds = 5", "max_rounds = 4"), "b.toml"))
+    outcome = run_study(changed, out, show_progress=False, write_report=False)
+    rows = list(read_rows(outcome.results_path))
+    stale = list(read_rows(out / "results.stale.jsonl"))
+    # fedem and hybrid keys change with max_rounds... only federated EM's do (hybrid rounds are swept)
+    assert stale and all(r.method == "fedem" for r in stale)
+    assert outcome.computed == len(stale)
+    assert len(rows) == 2 * 6
+
+
+def test_few_class_datasets_are_partitioned_by_regimes() -> None:
+    from fedgmm.datasets import load_dataset
+    from fedgmm.datasets.split import partition_labels
+
+    ds = load_dataset("blobs", n_samples=500, n_classes=2)
+    labels = partition_labels(ds.X, ds.y, "auto", seed=0)
+    assert np.unique(labels).size == 10  # k-means regimes: two classes cannot be skewed across 10 clients
+    np.testing.assert_array_equal(labels, partition_labels(ds.X, ds.y, "auto", seed=0))
+    many = load_dataset("blobs", n_samples=500, n_classes=6)
+    np.testing.assert_array_equal(partition_labels(many.X, many.y, "auto", seed=0), many.y)
+    with pytest.raises(ValueError, match="regimes must be"):
+        partition_labels(ds.X, ds.y, "kmeans", seed=0)

@@ -29,6 +29,7 @@ class PartitionConfig:
     num_partitions: int = 10
     alpha: tuple[float, ...] = (1.0,)
     min_partition_size: int = 10
+    regimes: int | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,7 +101,8 @@ _TOP_KEYS = {
 }  # fmt: skip
 _SECTION_KEYS = {
     "partition": {"name", "num_partitions", "alpha", "min_partition_size", "num_shards_per_partition",
-                  "num_classes_per_partition", "class_assignment_mode", "self_balancing", "max_attempts"},
+                  "num_classes_per_partition", "class_assignment_mode", "self_balancing", "max_attempts",
+                  "regimes"},
     "preprocessing": {"mode", "standardize", "pca"},
     "model": {f for f in ModelConfig.__dataclass_fields__},
     "sweep": set(SWEEPABLE),
@@ -195,8 +197,11 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
         num_partitions=int(part.pop("num_partitions", 10)),
         alpha=tuple(float(a) for a in _as_tuple(part.pop("alpha", 1.0))),
         min_partition_size=int(part.pop("min_partition_size", 10)),
+        regimes=part.pop("regimes", "auto"),
         extra=part,
     )
+    if not (partition.regimes in ("auto", "classes") or (isinstance(partition.regimes, int) and partition.regimes >= 1)):
+        raise _fail(where, f"[partition] regimes must be 'auto', 'classes' or an int >= 1, got {partition.regimes!r}.")
     pre = data.get("preprocessing", {})
     preprocessing = PreprocessingConfig(
         mode=pre.get("mode", "federated"), standardize=bool(pre.get("standardize", True)), pca=int(pre.get("pca", 0))

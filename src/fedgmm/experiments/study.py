@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fedgmm.datasets import Dataset, load_dataset
+from fedgmm.datasets.split import DEFAULT_REGIMES, MIN_CLASSES_FOR_LABEL_SKEW, partition_labels
 from fedgmm.datasets.split import split_dataset as split_rows
 from fedgmm.em.stats import score_samples
 from fedgmm.experiments.config import StudyConfig
@@ -131,7 +132,7 @@ def prepare_cell(
     """Split, partition, contaminate and (federatedly) preprocess one data cell."""
     X_train, y_train, X_test, X_ood = split_dataset(ds, config, seed)
     partitioner = make_partitioner(config.partition.name, **_partitioner_args(config, alpha, seed))
-    parts = partitioner.split(y_train)
+    parts = partitioner.split(partition_labels(X_train, y_train, config.partition.regimes, seed))
     clients = [X_train[idx] for idx in parts]
     clients = contaminate(
         clients, contamination_fraction, config, np.random.default_rng(np.random.SeedSequence([seed, 0xBAD]))
@@ -195,9 +196,29 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
     return variants
 
 
-def cell_key(config: StudyConfig, cell: tuple[str, float | None, float, int], variant: Variant) -> str:
-    """Stable id of one run: everything that changes its result, nothing else."""
+def regime_mode(config: StudyConfig, ds: Dataset) -> int | str:
+    """What ``partition.regimes`` means for ``ds``: ``"classes"`` or a number of k-means regimes."""
+    regimes = config.partition.regimes
+    if regimes != "auto":
+        return regimes
+    inlier_y = ds.y if ds.anomaly is None else ds.y[~ds.anomaly]
+    inlier_y = inlier_y[~np.isin(inlier_y, config.ood_classes)]
+    return "classes" if np.unique(inlier_y).size >= MIN_CLASSES_FOR_LABEL_SKEW else DEFAULT_REGIMES
+
+
+def cell_key(
+    config: StudyConfig, cell: tuple[str, float | None, float, int], variant: Variant, regimes: int | str = "classes"
+) -> str:
+    """Stable id of one run: everything that changes its result, nothing else.
+
+    ``regimes`` is the effective partition labelling (:func:`regime_mode`); it enters the
+    key only when it is not the classes, so keys of class-skew cells stay as they were.
+    """
     dataset, alpha, contamination, seed = cell
+    partition = asdict(replace(config.partition, alpha=()))
+    partition.pop("regimes")
+    if regimes != "classes":
+        partition["regimes"] = regimes
     spec = asdict(variant.spec)
     if variant.method in ("centralized",):
         for k in ("local_components", "synthetic_size", "max_rounds", "em_tol", "init", "min_samples_per_component"):
@@ -213,7 +234,7 @@ def cell_key(config: StudyConfig, cell: tuple[str, float | None, float, int], va
     return _digest({
         "dataset": dataset, "options": config.dataset_options.get(dataset, {}), "alpha": alpha,
         "contamination": contamination, "contamination_settings": asdict(config.contamination) if contamination else None,
-        "seed": seed, "partition": asdict(replace(config.partition, alpha=())), "preprocessing": asdict(config.preprocessing),
+        "seed": seed, "partition": partition, "preprocessing": asdict(config.preprocessing),
         "test_fraction": config.test_fraction, "ood": list(config.ood_classes), "spec": spec,
     })  # fmt: skip
 
@@ -373,17 +394,23 @@ def run_study(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_FILE
-    done = {row.key for row in read_rows(results)} if results.exists() else set()
-    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str), encoding="utf-8")
+    datasets: dict[str, Dataset] = {}
     cells = list(iter_cells(config))
     variants = [v for m in config.methods for v in method_variants(config, m)]
+    wanted: set[str] = set()
+    for cell_id in cells:
+        if cell_id[0] not in datasets:
+            datasets[cell_id[0]] = load_dataset(cell_id[0], **config.dataset_options.get(cell_id[0], {}))
+        mode = regime_mode(config, datasets[cell_id[0]])
+        wanted.update(cell_key(config, cell_id, v, mode) for v in variants)
+    done = _set_aside_stale_rows(results, wanted, console) if results.exists() else set()
+    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str), encoding="utf-8")
     outcome = StudyOutcome(results)
     total = len(cells) * len(variants)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=not show_progress, transient=False,
     )
-    datasets: dict[str, Dataset] = {}
     with progress:
         overall = progress.add_task(f"study {config.name}", total=total)
         clients_task = progress.add_task("clients", total=1, visible=False)
@@ -392,15 +419,16 @@ def run_study(
             progress.update(clients_task, description=f"  {kind}", completed=n_done, total=n_total, visible=True)
 
         for cell_id in cells:
-            todo = [(v, cell_key(config, cell_id, v)) for v in variants]
+            dataset, alpha, contamination, seed = cell_id
+            if dataset not in datasets:
+                datasets[dataset] = load_dataset(dataset, **config.dataset_options.get(dataset, {}))
+            mode = regime_mode(config, datasets[dataset])
+            todo = [(v, cell_key(config, cell_id, v, mode)) for v in variants]
             pending = [(v, k) for v, k in todo if k not in done]
             outcome.cached += len(todo) - len(pending)
             progress.advance(overall, len(todo) - len(pending))
             if not pending:
                 continue
-            dataset, alpha, contamination, seed = cell_id
-            if dataset not in datasets:
-                datasets[dataset] = load_dataset(dataset, **config.dataset_options.get(dataset, {}))
             try:
                 cell = prepare_cell(datasets[dataset], config, alpha, contamination, seed)
             except ValueError as exc:  # e.g. a Dirichlet draw that cannot meet the minimum size
@@ -434,6 +462,25 @@ def run_study(
 
         outcome.report_path = _write_report(results, out_dir, title=config.description or config.name, models_dir=out_dir / "models")
     return outcome
+
+
+def _set_aside_stale_rows(results: Path, wanted: set[str], console: Console) -> set[str]:
+    """Keep the rows of this grid in ``results``; move the others to ``results.stale.jsonl``.
+
+    A row is stale when the config changed so that no cell of the grid has its key any
+    more; it is kept beside the results (never deleted), out of the report.
+    """
+    rows = list(read_rows(results))
+    stale = [r for r in rows if r.key not in wanted]
+    if stale:
+        append_rows(results.with_suffix(".stale.jsonl"), stale)
+        keep = [r for r in rows if r.key in wanted]
+        tmp = results.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        append_rows(tmp, keep)
+        tmp.replace(results)
+        console.print(f"[yellow]{len(stale)} row(s) of an earlier config moved to {results.with_suffix('.stale.jsonl')}")
+    return {r.key for r in rows if r.key in wanted}
 
 
 def _is_2d(cell: DataCell) -> bool:

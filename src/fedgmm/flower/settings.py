@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "partitioner-args": "",
     "alpha": 1.0,
     "min-partition-size": 10,
+    "regimes": "auto",
     "test-fraction": 0.25,
     # server-side evaluation
     "eval-dataset": "",
@@ -61,7 +62,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: Keys a node may set in its node config to choose its data (besides partition-id/num-partitions).
 DATA_KEYS = (
-    "dataset", "dataset-args", "partitioner", "partitioner-args", "alpha", "min-partition-size", "test-fraction", "seed",
+    "dataset", "dataset-args", "partitioner", "partitioner-args", "alpha", "min-partition-size", "regimes",
+    "test-fraction", "seed",
 )  # fmt: skip
 
 
@@ -145,7 +147,7 @@ def parse_pairs(text: str, where: str = "setting") -> tuple[tuple[str, Any], ...
 class DataSettings:
     """Where a node's rows come from when it takes a partition of a named dataset.
 
-    The split is the study runner's (:func:`fedgmm.experiments.study.split_dataset` then
+    The split is the study runner's (:func:`fedgmm.datasets.split.split_dataset`, :func:`~fedgmm.datasets.split.partition_labels`, then
     the partitioner), so partition ``i`` equals the in-process client ``i`` for the same
     settings and seed.
     """
@@ -156,6 +158,7 @@ class DataSettings:
     partitioner_args: tuple[tuple[str, Any], ...] = ()
     alpha: float = 1.0
     min_partition_size: int = 10
+    regimes: int | str = "auto"
     test_fraction: float = 0.25
     seed: int = 0
 
@@ -172,9 +175,19 @@ class DataSettings:
             partitioner_args=parse_pairs(get_str(cfg, "partitioner-args", where), f"{where} 'partitioner-args'"),
             alpha=get_float(cfg, "alpha", where, positive=True),
             min_partition_size=get_int(cfg, "min-partition-size", where, low=0),
+            regimes=_regimes(cfg, where),
             test_fraction=test_fraction,
             seed=get_int(cfg, "seed", where, low=0),
         )
+
+
+def _regimes(cfg: Mapping[str, Any], where: str) -> int | str:
+    value = _get(cfg, "regimes", where)
+    if value in ("auto", "classes") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise SettingsError(f"{where} 'regimes' must be 'auto', 'classes' or an int >= 1, got {value!r}.")
 
 
 @dataclass(frozen=True)

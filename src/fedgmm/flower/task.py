@@ -55,7 +55,7 @@ def partition_rows(data: DataSettings, partition_id: int, num_partitions: int) -
     SettingsError
         If ``partition_id`` is not in ``[0, num_partitions)``.
     """
-    from fedgmm.datasets.split import split_dataset
+    from fedgmm.datasets.split import partition_labels, split_dataset
     from fedgmm.partition import make_partitioner, partitioner_arguments
 
     if not 0 <= partition_id < num_partitions:
@@ -65,7 +65,7 @@ def partition_rows(data: DataSettings, partition_id: int, num_partitions: int) -
         data.partitioner, num_partitions=num_partitions, alpha=data.alpha,
         min_partition_size=data.min_partition_size, seed=data.seed, extra=dict(data.partitioner_args),
     ))
-    rows = X_train[partitioner.split(y_train)[partition_id]]
+    rows = X_train[partitioner.split(partition_labels(X_train, y_train, data.regimes, data.seed))[partition_id]]
     rows.setflags(write=False)
     return rows
 
