@@ -67,8 +67,7 @@ def _print_summary(results: Path, title: str) -> None:
     table = Table(title=f"{title} ({'/'.join(map(str, seeds))} seed(s) per cell)")
     columns = ["data", "method", "α", "test ll", *(["AUC-PR"] if with_auc else []), "rounds", "kB up", "kB down"]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("data", "method") else "right",
-                         no_wrap=column == "method")
+        table.add_column(column, justify="left" if column in ("data", "method") else "right", no_wrap=True)
     for entry in entries:
 
         def fmt(name: str, digits: int = 3, entry: dict[str, Any] = entry) -> str:
@@ -81,16 +80,18 @@ def _print_summary(results: Path, title: str) -> None:
                 return f"{mean:.0f}"
             if std is None or (isinstance(std, float) and math.isnan(std)):
                 return f"{mean:.{digits}f}"
-            return f"{mean:.{digits}f} ± {std:.{digits}f}"
+            return f"{mean:.{digits}f}±{std:.{digits}f}"
 
         alpha = entry.get("alpha")
-        cells = [str(entry["dataset"]), str(entry["label"]), "—" if alpha is None else f"{alpha:g}", fmt("test_loglik", 2)]
+        label = {"Union (no retraining)": "Union", "Federated EM": "Fed. EM"}.get(str(entry["label"]), str(entry["label"]))
+        cells = [str(entry["dataset"]), label, "—" if alpha is None else f"{alpha:g}", fmt("test_loglik", 2)]
         if with_auc:
-            cells.append(fmt("auc_pr"))
+            cells.append(fmt("auc_pr", 2))
         cells += [fmt("rounds"), fmt("bytes_up"), fmt("bytes_down")]
         table.add_row(*cells)
-    console.print(table)
-    console.print("test ll: mean log-likelihood per test sample (nats); kB: measured message bytes (1 kB = 1000 B).")
+    wide = Console(width=max(console.width, 104)) if not console.is_terminal else console
+    wide.print(table)
+    wide.print("test ll: mean log-likelihood per test sample (nats); kB: measured message bytes (1 kB = 1000 B).")
 
 
 def _run_study(config: str, profile: str | None, out: Path | None, jobs: int | None, progress: bool) -> None:
