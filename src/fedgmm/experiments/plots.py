@@ -18,7 +18,14 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import (
+    EngFormatter,
+    FixedLocator,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+)
 
 from fedgmm.mixture import MixtureState
 
@@ -519,6 +526,11 @@ def plot_communication(
             by_round.xaxis.set_major_locator(MaxNLocator(integer=True))
             by_bytes.set_xlabel(BYTES_LABEL)
             by_bytes.set_xscale("log")
+            # Labels at 1, 2 and 5 × 10^k in engineering units; no minor labels (they collide
+            # when the range spans less than a decade).
+            by_bytes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            by_bytes.xaxis.set_major_formatter(EngFormatter(unit="B", places=0))
+            by_bytes.xaxis.set_minor_formatter(NullFormatter())
             by_round.set_title(f"{panel.title} — per round")
             by_bytes.set_title(f"{panel.title} — per byte")
             by_round.set_ylabel(LOGLIK_LABEL)
