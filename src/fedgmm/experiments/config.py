@@ -67,11 +67,14 @@ class ContaminationConfig:
 
     A fraction ``contamination`` (swept) of the clients gets ``share`` of its rows
     replaced by points drawn uniformly from the training data's bounding box widened by
-    ``margin`` times its extent on every side.
+    ``margin`` times its extent on every side. With ``clean_preprocessing`` (default) the
+    standardisation/PCA is fitted on the clean rows, so all contamination levels are scored
+    in one coordinate system (log-likelihoods under different transforms do not compare).
     """
 
     share: float = 0.5
     margin: float = 0.5
+    clean_preprocessing: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ _SECTION_KEYS = {
     "preprocessing": {"mode", "standardize", "pca"},
     "model": {f for f in ModelConfig.__dataclass_fields__},
     "sweep": set(SWEEPABLE),
-    "contamination": {"share", "margin"},
+    "contamination": {"share", "margin", "clean_preprocessing"},
     "ood": {"classes"},
 }  # fmt: skip
 

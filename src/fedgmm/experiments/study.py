@@ -133,20 +133,23 @@ def prepare_cell(
     X_train, y_train, X_test, X_ood = split_dataset(ds, config, seed)
     partitioner = make_partitioner(config.partition.name, **_partitioner_args(config, alpha, seed))
     parts = partitioner.split(partition_labels(X_train, y_train, config.partition.regimes, seed))
-    clients = [X_train[idx] for idx in parts]
+    clean = [X_train[idx] for idx in parts]
     clients = contaminate(
-        clients, contamination_fraction, config, np.random.default_rng(np.random.SeedSequence([seed, 0xBAD]))
+        clean, contamination_fraction, config, np.random.default_rng(np.random.SeedSequence([seed, 0xBAD]))
     )
+    # Log-likelihoods are only comparable in one coordinate system: with clean_preprocessing
+    # the transform is fitted on the clean rows, so every contamination level is scored alike.
+    fit_on = clean if config.contamination.clean_preprocessing else clients
     pre = config.preprocessing
     transform: Transform | None = None
     log = CommunicationLog()
     pca = min(pre.pca, ds.n_features) if pre.pca else None
     if pre.mode == "federated" and (pre.standardize or pca):
-        transport = InProcessTransport(clients)
+        transport = InProcessTransport(fit_on)
         transform, _ = run_preprocessing(transport, standardize=pre.standardize, n_components=pca)
         log = transport.communication
     elif pre.mode == "public" and (pre.standardize or pca):
-        pooled = np.vstack(clients)
+        pooled = np.vstack(fit_on)
         transform = transform_from_moments(
             pooled.shape[0], pooled.sum(0), pooled.T @ pooled, standardize=pre.standardize, n_components=pca
         )
