@@ -204,16 +204,6 @@ def test_wrong_feature_count_at_predict() -> None:
 
 
 # ---------------------------------------------------------------- scikit-learn's own suite
-def _expected_failures(estimator: GaussianMixture) -> dict[str, str]:
-    return {
-        "check_array_api_input": "fedgmm computes with NumPy only (blocked BLAS kernels); "
-        "array-API namespaces such as torch or cupy are not supported",
-    }
-
-
-@parametrize_with_checks(
-    [GaussianMixture(), GaussianMixture(covariance_type="diag", n_components=2)],
-    expected_failed_checks=_expected_failures,
-)
+@parametrize_with_checks([GaussianMixture(), GaussianMixture(covariance_type="diag", n_components=2)])
 def test_sklearn_estimator_checks(estimator, check) -> None:
     check(estimator)

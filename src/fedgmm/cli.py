@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from fedgmm._cli_errors import err_console, guarded
 
 app = typer.Typer(
     help="Federated Gaussian mixture models: FedGenGMM, federated EM, studies and a Flower app.",
@@ -20,24 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 DEFAULT_STUDY = "main"
 DEFAULT_OUT = Path("fedgmm-output")
-
-T = TypeVar("T")
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Run ``action``; turn our and the user's expected errors into one clear line and exit 2."""
-    from fedgmm.exceptions import FedGMMError
-
-    try:
-        return action()
-    except (FedGMMError, ValueError, FileNotFoundError, TypeError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-
 
 @app.callback()
 def _root() -> None:
@@ -124,7 +110,7 @@ def run(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Main job: the embedded default study (FedGenGMM against the baselines on digits), table and report."""
-    _guard(lambda: _run_study(DEFAULT_STUDY, None if full else "quick", out, jobs, progress))
+    guarded(lambda: _run_study(DEFAULT_STUDY, None if full else "quick", out, jobs, progress))
 
 
 @app.command()
@@ -136,7 +122,7 @@ def study(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Run a study; finished runs are cached in the output directory, so an interrupted study resumes."""
-    _guard(lambda: _run_study(config, profile, out, jobs, progress))
+    guarded(lambda: _run_study(config, profile, out, jobs, progress))
 
 
 @app.command()
@@ -169,7 +155,7 @@ def report(
         _print_summary(results, f"{results}: mean ± std over seeds")
         console.print(f"report: {path}")
 
-    _guard(action)
+    guarded(action)
 
 
 @app.command()
@@ -260,7 +246,7 @@ def fit(
             err_console.print(f"[yellow]excluded[/] {line}")
         console.print(f"model: {out}")
 
-    _guard(action)
+    guarded(action)
 
 
 @app.command()
@@ -302,7 +288,7 @@ def score(
                 handle.close()
         err_console.print(f"{int(flags.sum())} of {len(ll)} rows flagged (log-likelihood < {cut:.4f}).")
 
-    _guard(action)
+    guarded(action)
 
 
 def _mount_flower() -> None:

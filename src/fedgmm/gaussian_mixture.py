@@ -14,7 +14,6 @@ from fedgmm._random import SeedLike, as_generator
 from fedgmm.em.criteria import aic as _aic
 from fedgmm.em.criteria import bic as _bic
 from fedgmm.em.fit import fit_em
-from fedgmm.em.init import check_initial_arrays
 from fedgmm.em.stats import log_responsibilities, score_samples
 from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.mixture import MixtureState
@@ -214,10 +213,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         warm = self.warm_start and hasattr(self, "converged_")
         X = self._validate_fit_data(X)
         n_features = X.shape[1]
-        check_initial_arrays(
-            self.n_components, n_features, self.covariance_type,  # type: ignore[arg-type]
-            self.weights_init, self.means_init, self.precisions_init,
-        )
         warm_state = None
         if warm:
             if self.state_.n_features != n_features or self.state_.n_components != self.n_components:

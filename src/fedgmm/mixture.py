@@ -1,4 +1,4 @@
-"""A frozen Gaussian-mixture parameter record: log-density, sampling and plain-array form."""
+"""A frozen Gaussian-mixture parameter record: validation, sampling and plain-array form."""
 
 from __future__ import annotations
 
@@ -143,58 +143,38 @@ def log_det_cholesky(precisions_cholesky: np.ndarray, covariance_type: str, n_fe
     return n_features * np.log(precisions_cholesky)
 
 
-def log_gaussian_prob(
-    X: np.ndarray, means: np.ndarray, precisions_cholesky: np.ndarray, covariance_type: str
-) -> np.ndarray:
-    """Per-component Gaussian log-density ``log N(x_n | μ_k, Σ_k)`` of one block of rows.
+def sample_gaussians(
+    weights: np.ndarray, means: np.ndarray, factors: np.ndarray, n_samples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n_samples`` rows from ``Σ_k w_k N(μ_k, A_k A_kᵀ)``, grouped by component.
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    weights : ndarray of shape (K,)
     means : ndarray of shape (K, d)
-    precisions_cholesky : ndarray
-        ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
-    covariance_type : {"full", "tied", "diag", "spherical"}
+    factors : ndarray of shape (K, d, d)
+        Any ``A_k`` with ``A_k A_kᵀ`` the covariance (a Cholesky factor, or a
+        possibly singular square root).
+    n_samples : int
+    rng : numpy.random.Generator
 
     Returns
     -------
-    log_prob : ndarray of shape (n, K), in the dtype of ``X``.
-
-    Notes
-    -----
-    Full covariance uses one matrix product against all K precision factors at once,
-    ``Y = X [P_1 … P_K] − [μ_1 P_1 … μ_K P_K]`` (shape ``n × K d``), and sums the squares;
-    this avoids the ``x^T Λ x − 2 x^T Λ μ + μ^T Λ μ`` expansion and its cancellation.
-    The other types use the expansion, as scikit-learn does; callers centre the data.
+    X : ndarray of shape (n_samples, d)
+        Rows grouped by component, in component order (as scikit-learn).
+    labels : ndarray of shape (n_samples,)
+        Component of each row.
     """
-    n, d = X.shape
-    k = means.shape[0]
-    dtype = X.dtype
-    log_det = log_det_cholesky(precisions_cholesky, covariance_type, d).astype(dtype)
-    if covariance_type == "full":
-        pcat = np.ascontiguousarray(precisions_cholesky.transpose(1, 0, 2).reshape(d, k * d), dtype=dtype)
-        bcat = np.einsum("kd,kde->ke", means, precisions_cholesky).reshape(k * d).astype(dtype)
-        y = X @ pcat
-        y -= bcat
-        y2 = y.reshape(n * k, d)
-        maha = np.einsum("ij,ij->i", y2, y2).reshape(n, k)
-    elif covariance_type == "tied":
-        p = precisions_cholesky.astype(dtype)
-        xp = X @ p
-        mp = (means @ precisions_cholesky).astype(dtype)
-        maha = np.einsum("ij,ij->i", xp, xp)[:, None] - 2.0 * (xp @ mp.T) + np.sum(mp * mp, axis=1)
-    elif covariance_type == "diag":
-        prec = (precisions_cholesky**2).astype(dtype)
-        mp = (means * precisions_cholesky**2).astype(dtype)
-        maha = (X * X) @ prec.T - 2.0 * (X @ mp.T) + np.sum(means**2 * precisions_cholesky**2, axis=1).astype(dtype)
-    else:
-        prec = (precisions_cholesky**2).astype(dtype)
-        maha = (
-            np.einsum("ij,ij->i", X, X)[:, None] * prec
-            - 2.0 * (X @ (means.T * prec).astype(dtype))
-            + (np.sum(means**2, axis=1) * prec).astype(dtype)
-        )
-    return -0.5 * (d * LOG_2PI + maha) + log_det
+    counts = rng.multinomial(n_samples, weights / weights.sum())
+    labels = np.repeat(np.arange(weights.shape[0]), counts)
+    z = rng.standard_normal((n_samples, means.shape[1]))
+    out = np.empty_like(z)
+    start = 0
+    for k in np.flatnonzero(counts):
+        rows = slice(start, start + int(counts[k]))
+        out[rows] = z[rows] @ factors[k].T + means[k]
+        start += int(counts[k])
+    return out, labels
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,18 +240,6 @@ class MixtureState:
         }[self.covariance_type]
         return int(cov_params + k * d + k - 1)
 
-    def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
-        """``log π_k + log N(x_n | μ_k, Σ_k)``, shape ``(n, K)``; unblocked, for small inputs."""
-        with np.errstate(divide="ignore"):
-            log_w = np.log(self.weights)
-        return log_gaussian_prob(X, self.means, self.precisions_cholesky, self.covariance_type) + log_w
-
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Log-density ``log p(x_n)`` of each row, shape ``(n,)``."""
-        from scipy.special import logsumexp
-
-        return np.asarray(logsumexp(self.weighted_log_prob(X), axis=1))
-
     def covariance_cholesky(self) -> np.ndarray:
         """Lower Cholesky factor of each covariance, shape ``(K, d, d)`` for every type."""
         k, d = self.n_components, self.n_features
@@ -297,28 +265,7 @@ class MixtureState:
             raise TypeError("rng must be a numpy.random.Generator")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        weights = self.weights / self.weights.sum()
-        counts = rng.multinomial(n_samples, weights)
-        labels = np.repeat(np.arange(self.n_components), counts)
-        z = rng.standard_normal((n_samples, self.n_features))
-        out = np.empty_like(z)
-        start = 0
-        diag_like = self.covariance_type in ("diag", "spherical")
-        chol = None if diag_like else self.covariance_cholesky()
-        for k, count in enumerate(counts):
-            if count == 0:
-                continue
-            block = slice(start, start + int(count))
-            if self.covariance_type == "diag":
-                out[block] = z[block] * np.sqrt(self.covariances[k])
-            elif self.covariance_type == "spherical":
-                out[block] = z[block] * np.sqrt(self.covariances[k])
-            else:
-                assert chol is not None
-                out[block] = z[block] @ chol[k].T
-            out[block] += self.means[k]
-            start += int(count)
-        return out, labels
+        return sample_gaussians(self.weights, self.means, self.covariance_cholesky(), n_samples, rng)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays (weights, means, covariances); the type travels as metadata."""

@@ -279,7 +279,7 @@ def e_step(
     if d != state.n_features:
         raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
     cdtype = _compute_dtype(X, dtype)
-    ref = SufficientStatistics.zeros(state.n_components, d, state.covariance_type, shift).shift
+    ref = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
     row_elements = make_kernel(state.covariance_type, state.n_components, d).row_elements
     block = block_size_for(row_elements, block_size)
     threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))

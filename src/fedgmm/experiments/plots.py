@@ -27,6 +27,7 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
+from fedgmm.em.stats import score_samples
 from fedgmm.mixture import MixtureState
 
 DPI = 150
@@ -686,7 +687,7 @@ _QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
 def _levels(state: MixtureState, X: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Increasing log-density levels: quantiles of the score on ``X``, or below the grid maximum."""
     if X.size:
-        levels = np.quantile(state.score_samples(X), _QUANTILES)
+        levels = np.quantile(score_samples(X, state), _QUANTILES)
     else:
         levels = float(np.max(z)) - np.array([8.0, 4.0, 2.0, 1.0, 0.5])
     levels = np.unique(levels[np.isfinite(levels)])
@@ -694,7 +695,7 @@ def _levels(state: MixtureState, X: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 
 def _contour_single(ax: Axes, state: MixtureState, grid: np.ndarray, shape: tuple[int, ...], points: Sequence[np.ndarray]) -> None:
-    z = state.score_samples(grid).reshape(shape)
+    z = score_samples(grid, state).reshape(shape)
     stacked = [X for X in points if X.size]
     X = np.concatenate(stacked) if stacked else np.empty((0, 2))
     ax.contour(grid[:, 0].reshape(shape), grid[:, 1].reshape(shape), z, levels=_levels(state, X, z), cmap="viridis",
@@ -711,7 +712,7 @@ def _contour_list(
     colors: Sequence[tuple[float, ...]],
 ) -> None:
     for c, state in enumerate(states):
-        z = state.score_samples(grid).reshape(shape)
+        z = score_samples(grid, state).reshape(shape)
         X = points[c] if c < len(points) else np.empty((0, 2))
         if X.size:
             ax.scatter(X[:, 0], X[:, 1], s=6, color=colors[c], alpha=0.45, linewidths=0, rasterized=True)

@@ -11,7 +11,6 @@ from flwr.app import RecordDict
 from fedgmm.federated.local import LocalFitSettings, data_moments, em_statistics, fit_local_model
 from fedgmm.federated.messages import (
     LocalModelReply,
-    MomentsReply,
     decode_request,
     encode_ack,
     encode_local_model,
@@ -111,7 +110,7 @@ def handle_request(
     if kind not in KINDS:
         raise ValueError(f"unknown request kind {kind!r}; expected one of {list(KINDS)}.")
     if kind == MOMENTS:
-        return encode_moments(_moments(X, client_id))
+        return encode_moments(data_moments(X, client_id))
     X = _apply_transform(X, cfg, arrays, store)
     if kind == FIT_LOCAL:
         reply: LocalModelReply = fit_local_model(X, local_fit_settings(cfg), client_id=client_id, seed=int(cfg["seed"]))
@@ -124,6 +123,3 @@ def handle_request(
     store["global-model"] = state_from_arrays(arrays, cfg["covariance-type"])
     return encode_ack(client_id)
 
-
-def _moments(X: np.ndarray, client_id: int) -> MomentsReply:
-    return data_moments(X, client_id)

@@ -21,9 +21,9 @@ from fedgmm.federated.transport import (
     decode_replies,
     require_clients,
 )
-from fedgmm.federated.union import deregularized_factors, sample_components, union_mixture
+from fedgmm.federated.union import deregularized_factors, union_mixture
 from fedgmm.gaussian_mixture import GaussianMixture
-from fedgmm.mixture import MixtureState
+from fedgmm.mixture import MixtureState, sample_gaussians
 from fedgmm.types import CovarianceType
 
 #: Default synthetic-set size, as a multiple of the clients' total sample count Σ n_c.
@@ -126,7 +126,7 @@ def fit_global_model(
         fixed K).
     """
     count = synthetic_count(settings, total_samples, union.n_features)
-    synthetic, _ = sample_components(
+    synthetic, _ = sample_gaussians(
         union.weights, union.means, deregularized_factors(union, local_reg_covar), count, rng
     )
     fit_seed = int(rng.integers(0, 2**31 - 1))

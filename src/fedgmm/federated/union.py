@@ -84,35 +84,6 @@ def deregularized_factors(state: MixtureState, reg_covar: float) -> np.ndarray:
     return eigvec * np.sqrt(np.clip(eigval, 0.0, None))[:, None, :]
 
 
-def sample_components(
-    weights: np.ndarray, means: np.ndarray, factors: np.ndarray, n_samples: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n_samples`` rows from ``Σ_k w_k N(μ_k, A_k A_kᵀ)``, grouped by component.
-
-    Parameters
-    ----------
-    weights : ndarray of shape (K,)
-    means : ndarray of shape (K, d)
-    factors : ndarray of shape (K, d, d)
-    n_samples : int
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    (X, labels) : ndarray of shape (n_samples, d), ndarray of shape (n_samples,)
-    """
-    counts = rng.multinomial(n_samples, weights / weights.sum())
-    labels = np.repeat(np.arange(weights.shape[0]), counts)
-    z = rng.standard_normal((n_samples, means.shape[1]))
-    out = np.empty_like(z)
-    start = 0
-    for k in np.flatnonzero(counts):
-        rows = slice(start, start + int(counts[k]))
-        out[rows] = z[rows] @ factors[k].T + means[k]
-        start += int(counts[k])
-    return out, labels
-
-
 def merge_components(state: MixtureState, labels: np.ndarray, n_groups: int, covariance_type: CovarianceType, reg_covar: float = 0.0) -> MixtureState:
     """Moment-match the components of ``state`` within each group into one component each.
 

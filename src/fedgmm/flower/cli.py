@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedgmm._cli_errors import err_console, guarded
 from fedgmm.flower.settings import DEFAULTS
 
 app = typer.Typer(
@@ -22,7 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 
 SetOption = Annotated[
@@ -38,14 +38,9 @@ AppOption = Annotated[Path | None, typer.Option("--app-dir", help="Flower app di
 
 
 def _guard(action: Callable[[], T]) -> T:
-    from fedgmm.exceptions import FedGMMError
     from fedgmm.flower.control import FlowerCLIError
 
-    try:
-        return action()
-    except (FedGMMError, FlowerCLIError, ValueError, FileNotFoundError, TimeoutError, RuntimeError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    return guarded(action, (FlowerCLIError, TimeoutError, RuntimeError))
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
