@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgmm import __version__
+from fedgmm._version import __version__
 from fedgmm.exceptions import ModelFileError
 from fedgmm.mixture import MixtureState, covariance_shape
 from fedgmm.types import COVARIANCE_TYPES

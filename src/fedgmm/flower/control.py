@@ -117,9 +117,7 @@ def write_connections(home: str | Path, connections: list[Connection], default: 
 
 def project_dir() -> Path | None:
     """The fedgmm source tree's root when it is a Flower app (its pyproject has ``[tool.flwr.app]``)."""
-    import fedgmm
-
-    root = Path(fedgmm.__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -136,7 +134,7 @@ def write_app_dir(directory: str | Path) -> Path:
 
     The components are imported from the installed package, so the FAB needs no code.
     """
-    from fedgmm import __version__
+    from fedgmm._version import __version__
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
