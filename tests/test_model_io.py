@@ -14,7 +14,7 @@ import pytest
 
 from fedgmm.exceptions import ModelFileError
 from fedgmm.mixture import MixtureState
-from fedgmm.model_io import FORMAT_VERSION, load_mixture, read_metadata, save_mixture
+from fedgmm.model_io import FORMAT_VERSION, load_mixture, load_model, read_metadata, save_mixture
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -46,7 +46,7 @@ def documented_checksum(*arrays: np.ndarray) -> str:
 def metadata_for(arrays: dict[str, np.ndarray], covariance_type: str, /, **overrides: Any) -> dict:
     meta = {
         "format": "fedgmm-gmm",
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "covariance_type": covariance_type,
         "n_components": int(arrays["weights"].shape[0]),
         "n_features": int(arrays["means"].shape[1]),
@@ -425,3 +425,273 @@ def test_invalid_parameters_with_valid_checksum(tmp_path: Path, mutate: Any, mes
 
 def test_model_file_error_is_value_error() -> None:
     assert issubclass(ModelFileError, ValueError)
+
+
+# --------------------------------------------------------------------------- limits (issue 12)
+
+
+def test_declared_components_capped(tmp_path: Path) -> None:
+    arrays = good_arrays("spherical")
+    meta = metadata_for(arrays, "spherical", n_components=25_000_000)
+    path = write_raw(tmp_path / "m.npz", arrays, meta)
+    with pytest.raises(
+        ModelFileError, match=r"n_components = 25000000 exceeds the limit of 100000"
+    ):
+        load_mixture(path)
+    with pytest.raises(ModelFileError, match="exceeds the limit"):
+        read_metadata(path)
+
+
+def test_declared_total_bytes_capped_before_reading(tmp_path: Path) -> None:
+    arrays = good_arrays("full")
+    path = write_raw(
+        tmp_path / "m.npz", arrays, metadata_for(arrays, "full", n_components=2000, n_features=2000)
+    )
+    with pytest.raises(
+        ModelFileError, match=r"declares 64,032,016,000 bytes of arrays .*max_bytes"
+    ):
+        load_mixture(path)
+    ok = save_mixture(tmp_path / "ok.npz", make_state("full"))
+    with pytest.raises(ModelFileError, match="more than the limit of 100"):
+        load_mixture(ok, max_bytes=100)
+    assert load_mixture(ok, max_bytes=10_000)[0].n_components == 3
+
+
+def _npy_with_header(shape: tuple[int, ...], data: bytes, descr: str = "<f8") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue() + data
+
+
+def test_npy_header_shape_checked_before_allocating(tmp_path: Path) -> None:
+    import tracemalloc
+
+    arrays = good_arrays("full")
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "full"))
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    # A small entry whose header claims 1.6 GB: nothing of that size may be allocated.
+    members["weights.npy"] = _npy_with_header((200_000_000,), b"\0" * 24)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            ModelFileError, match=r"weights has shape \(200000000,\) but the metadata"
+        ):
+            load_mixture(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+
+
+def test_entry_shorter_than_its_header(tmp_path: Path) -> None:
+    arrays = good_arrays("spherical")
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "spherical"))
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    members["weights.npy"] = _npy_with_header((3,), b"\0" * 16)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    with pytest.raises(ModelFileError, match="holds 16 data bytes, its header declares 24"):
+        load_mixture(path)
+
+
+@pytest.mark.parametrize("depth", [100_000, 40])
+def test_deeply_nested_metadata(tmp_path: Path, depth: int) -> None:
+    arrays = good_arrays("diag")
+    text = json.dumps(metadata_for(arrays, "diag")).replace(
+        '"extra": {}', '"extra": {"x": ' + "[" * depth + "]" * depth + "}"
+    )
+    path = write_raw(tmp_path / "m.npz", arrays, metadata=np.frombuffer(text.encode(), np.uint8))
+    with pytest.raises(ModelFileError, match=r"nested (too|more than 32 levels) deep"):
+        load_mixture(path)
+    with pytest.raises(ModelFileError, match="nested"):
+        read_metadata(path)
+
+
+def test_save_refuses_metadata_it_could_not_read(tmp_path: Path) -> None:
+    deep: Any = []
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested more than"):
+        save_mixture(tmp_path / "m.npz", make_state("diag"), extra={"x": deep})
+    very_deep: Any = []
+    for _ in range(100_000):
+        very_deep = [very_deep]
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_mixture(tmp_path / "m.npz", make_state("diag"), extra={"x": very_deep})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_tokens_refused(tmp_path: Path, token: str) -> None:
+    arrays = good_arrays("diag")
+    text = json.dumps(metadata_for(arrays, "diag")).replace(
+        '"extra": {}', f'"extra": {{"x": {token}}}'
+    )
+    assert token in text
+    path = write_raw(tmp_path / "m.npz", arrays, metadata=np.frombuffer(text.encode(), np.uint8))
+    with pytest.raises(ModelFileError, match=f"non-JSON number {token}; strict JSON"):
+        load_mixture(path)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_big_endian_and_fortran_arrays_load_native(tmp_path: Path, covariance_type: str) -> None:
+    arrays = good_arrays(covariance_type)
+    meta = metadata_for(arrays, covariance_type)
+    swapped = {k: np.asfortranarray(a.astype(">f8")) for k, a in arrays.items()}
+    path = write_raw(tmp_path / "m.npz", swapped, meta)
+    state, _ = load_mixture(path)
+    for name in ("weights", "means", "covariances"):
+        got = getattr(state, name)
+        assert got.dtype == np.dtype(np.float64) and got.dtype.isnative
+        assert got.tobytes() == arrays[name].tobytes()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_file_mode_honours_umask(tmp_path: Path, umask: int) -> None:
+    import os
+
+    old = os.umask(umask)
+    try:
+        path = save_mixture(tmp_path / "m.npz", make_state("diag"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------- feature names and transform
+
+
+FIXTURE = Path(__file__).parent / "data" / "model-format-v1.npz"
+
+
+def test_format_version_1_file_still_loads() -> None:
+    # Written by format_version 1 code (commit 167813b) from the recipe below.
+    rng = np.random.default_rng(12)
+    k, d = 2, 3
+    means = rng.normal(size=(k, d))
+    a = rng.normal(size=(k, d, d))
+    cov = a @ np.swapaxes(a, 1, 2) + d * np.eye(d)
+    expected = MixtureState.from_covariances(np.array([0.25, 0.75]), means, cov, "full")
+    model = load_model(FIXTURE)
+    assert model.metadata["format_version"] == 1
+    assert model.feature_names is None and model.transform is None and model.transform_info is None
+    assert model.metadata["extra"]["algorithm"] == "fedgengmm"
+    for name in ("weights", "means", "covariances"):
+        assert getattr(model.state, name).tobytes() == getattr(expected, name).tobytes()
+
+
+def test_feature_names_round_trip(tmp_path: Path) -> None:
+    path = save_mixture(tmp_path / "m.npz", make_state("diag"), feature_names=["a", "b", "c", "d"])
+    model = load_model(path)
+    assert model.feature_names == ["a", "b", "c", "d"]
+    assert model.metadata["format_version"] == FORMAT_VERSION == 2
+    assert read_metadata(path)["feature_names"] == ["a", "b", "c", "d"]
+    assert load_model(save_mixture(tmp_path / "n.npz", make_state("diag"))).feature_names is None
+
+
+@pytest.mark.parametrize(
+    ("names", "error", "message"),
+    [
+        (["a", "b", "c"], ValueError, "has 3 name"),
+        (["a", "b", "a", "c"], ValueError, r"repeated: \['a'\]"),
+        (["a", "b", "c", 4], TypeError, "must all be str"),
+        ("abcd", TypeError, "list of str"),
+    ],
+)
+def test_feature_names_checked_on_save(
+    tmp_path: Path, names: Any, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        save_mixture(tmp_path / "m.npz", make_state("diag"), feature_names=names)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_feature_names_in_file(tmp_path: Path) -> None:
+    arrays = good_arrays("diag")
+    path = write_raw(
+        tmp_path / "m.npz", arrays, metadata_for(arrays, "diag", feature_names=["a", "a", "b", "c"])
+    )
+    with pytest.raises(ModelFileError, match="feature_names must be a list of 4 distinct strings"):
+        load_mixture(path)
+
+
+def affine(d_in: int = 5, d: int = 4, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "mean": rng.normal(size=d_in),
+        "matrix": rng.normal(size=(d_in, d)),
+        "explained_variance_ratio": rng.dirichlet(np.ones(d)),
+    }
+
+
+def test_transform_round_trip(tmp_path: Path) -> None:
+    tf = affine()
+    info = {"kind": "affine", "method": "pca", "n_samples": 120}
+    path = save_mixture(
+        tmp_path / "m.npz", make_state("full"), transform=tf, transform_info=info,
+        feature_names=["v", "w", "x", "y", "z"],
+    )  # fmt: skip
+    model = load_model(path)
+    assert model.transform is not None and set(model.transform) == set(tf)
+    for name, a in tf.items():
+        assert model.transform[name].dtype == np.float64
+        assert model.transform[name].tobytes() == a.tobytes()
+    assert model.transform_info == info
+    assert model.feature_names == ["v", "w", "x", "y", "z"]
+    with np.load(path, allow_pickle=False) as z:  # still plain arrays for third parties
+        assert "transform_matrix" in z.files and z["transform_mean"].shape == (5,)
+    _, meta = load_mixture(path)
+    assert meta["transform"]["arrays"] == {
+        "explained_variance_ratio": [4],
+        "matrix": [5, 4],
+        "mean": [5],
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"transform": {**affine(), "matrix": np.ones((5, 3))}, "transform_info": {"kind": "affine"}},
+         ValueError, r"matrix \(d_in, 4\)"),
+        ({"transform": {"mean": np.full(5, np.nan)}}, ValueError, "finite"),
+        ({"transform": {"Bad-Name": np.ones(2)}}, ValueError, "lower-case"),
+        ({"transform": {}}, TypeError, "non-empty"),
+        ({"transform_info": {"kind": "affine"}}, ValueError, "without transform"),
+        ({"transform": affine(), "transform_info": {"kind": "affine"}, "feature_names": list("abcd")},
+         ValueError, "has 4 name"),
+    ],
+)  # fmt: skip
+def test_transform_checked_on_save(tmp_path: Path, kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        save_mixture(tmp_path / "m.npz", make_state("full"), **kwargs)
+
+
+def test_tampered_transform_refused(tmp_path: Path) -> None:
+    path = save_mixture(
+        tmp_path / "m.npz",
+        make_state("full"),
+        transform=affine(),
+        transform_info={"kind": "affine"},
+    )
+    with np.load(path, allow_pickle=False) as z:
+        entries = {name: z[name] for name in z.files}
+    entries["transform_mean"] = entries["transform_mean"] + 1.0
+    with open(path, "wb") as fh:
+        np.savez(fh, **entries)
+    with pytest.raises(ModelFileError, match="transform checksum mismatch"):
+        load_model(path)
+    del entries["transform_matrix"]
+    with open(path, "wb") as fh:
+        np.savez(fh, **entries)
+    with pytest.raises(ModelFileError, match="has no 'transform_matrix' entry"):
+        load_model(path)

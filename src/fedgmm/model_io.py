@@ -1,10 +1,10 @@
 """Save and load a Gaussian mixture as a plain, pickle-free, checksummed ``.npz`` file.
 
-File format ``fedgmm-gmm``, version 1
+File format ``fedgmm-gmm``, version 2
 -------------------------------------
 A model file is an uncompressed NumPy ``.npz`` archive (a zip of ``.npy`` files,
-written by :func:`numpy.savez`) with exactly these four entries, none of which
-is a pickle or an object array:
+written by :func:`numpy.savez`) whose entries are plain numeric arrays, never a
+pickle or an object array:
 
 ``weights``
     float64, shape ``(K,)`` — mixing proportions, summing to one.
@@ -13,20 +13,37 @@ is a pickle or an object array:
 ``covariances``
     float64, shape ``(K, d, d)`` for ``full``, ``(d, d)`` for ``tied``,
     ``(K, d)`` for ``diag``, ``(K,)`` for ``spherical``.
+``transform_<name>`` (optional)
+    float64 arrays of the preprocessing transform, one per name listed in
+    ``metadata["transform"]["arrays"]``.
 ``metadata``
     uint8, shape ``(m,)`` — the UTF-8 bytes of a JSON object (strict JSON: no
-    ``NaN``/``Infinity``) with the keys
+    ``NaN``/``Infinity``; at most :data:`MAX_JSON_DEPTH` levels of nesting) with the keys
 
     - ``format``: ``"fedgmm-gmm"``;
-    - ``format_version``: ``1`` (an integer; readers refuse larger values);
+    - ``format_version``: ``2`` (an integer; readers refuse larger values);
     - ``covariance_type``: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``;
-    - ``n_components`` (K) and ``n_features`` (d): integers;
+    - ``n_components`` (K) and ``n_features`` (d): integers, at most
+      :data:`MAX_COMPONENTS` and :data:`MAX_FEATURES`;
     - ``dtype``: ``"float64"``;
     - ``fedgmm_version``: version string of the writer;
     - ``sha256``: hex SHA-256 digest of the bytes of ``weights``, ``means`` and
       ``covariances``, in that order, each as C-ordered little-endian float64
       (``a.astype("<f8").tobytes(order="C")``);
-    - ``extra``: a JSON object of free user metadata (algorithm, training summary…).
+    - ``extra``: a JSON object of free user metadata (algorithm, training summary…);
+    - ``feature_names`` (version 2, optional): ``null`` or a list of distinct strings
+      naming the columns of the data the model is applied to — the input of the
+      transform when one is stored, else the model's ``d`` features;
+    - ``transform`` (version 2, optional): ``null`` or an object
+      ``{"arrays": {name: shape, ...}, "info": {...}, "sha256": hex}`` describing the
+      preprocessing the model expects: ``arrays`` gives the shape of each
+      ``transform_<name>`` entry, ``sha256`` digests those arrays as above, in sorted
+      name order, and ``info`` is free JSON. fedgmm's own transform has
+      ``info["kind"] == "affine"`` and arrays ``mean`` ``(d_in,)`` and ``matrix``
+      ``(d_in, d)``: rows ``x`` are mapped to ``(x - mean) @ matrix`` before scoring.
+
+Version 1 files (the same without ``feature_names``, ``transform`` and the
+``transform_*`` entries) still load.
 
 Reading it without fedgmm::
 
@@ -39,11 +56,14 @@ Reading it without fedgmm::
     digest = hashlib.sha256(b"".join(a.astype("<f8").tobytes() for a in (w, mu, cov)))
     assert meta["format"] == "fedgmm-gmm" and digest.hexdigest() == meta["sha256"]
 
-Loading never unpickles or executes anything: archives are opened with
-``allow_pickle=False`` and entries that are not plain numeric arrays are refused.
-The checksum detects corruption and accidental edits; it is not a signature (a
-deliberate forger can recompute it), so authenticate files from untrusted
-sources by other means.
+Loading never unpickles or executes anything, and never allocates more than the
+metadata declares: each ``.npy`` header is read and checked (dtype, shape) against
+the metadata before its data, declared sizes are capped (:data:`MAX_COMPONENTS`,
+:data:`MAX_FEATURES`, :data:`MAX_ARRAY_BYTES` in all), and float64 arrays of either
+byte order are accepted and returned in native order. The checksum detects corruption
+and accidental edits; it is not a signature (a deliberate forger can recompute it), so
+authenticate files from untrusted sources by other means. Files are written with the
+permissions of the process's umask, atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -52,13 +72,16 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -70,32 +93,77 @@ from fedgmm.types import COVARIANCE_TYPES
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_ARRAY_BYTES",
+    "MAX_COMPONENTS",
+    "MAX_FEATURES",
+    "MAX_JSON_DEPTH",
+    "ModelFile",
     "array_checksum",
     "load_mixture",
+    "load_model",
     "read_metadata",
     "save_mixture",
 ]
 
 FORMAT_NAME = "fedgmm-gmm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ARRAY_NAMES: tuple[str, ...] = ("weights", "means", "covariances")
 METADATA_NAME = "metadata"
+TRANSFORM_PREFIX = "transform_"
 #: Upper bound on the metadata entry; larger ones are refused before being read.
-MAX_METADATA_BYTES = 64 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+#: Largest ``n_components`` a model file may declare.
+MAX_COMPONENTS = 100_000
+#: Largest ``n_features`` (and transform input width) a model file may declare.
+MAX_FEATURES = 100_000
+#: Default cap on the bytes of all arrays a model file declares (``load_*(max_bytes=...)``).
+MAX_ARRAY_BYTES = 1 << 30
+#: Deepest nesting of JSON objects/lists accepted in the metadata.
+MAX_JSON_DEPTH = 32
+#: Most arrays a stored transform may hold.
+MAX_TRANSFORM_ARRAYS = 8
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # local file header / empty archive
 # Errors the zip and npy readers raise on damaged input.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
+_HEADER_SLACK = 1 << 16  # room for an .npy header beyond the array bytes
 
 
-def array_checksum(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> str:
-    """Hex SHA-256 of the three parameter arrays as C-ordered little-endian float64 bytes.
+@dataclass(frozen=True)
+class ModelFile:
+    """Everything a model file holds.
+
+    Attributes
+    ----------
+    state : MixtureState
+        The mixture, bit-identical to the saved one (native-order float64).
+    metadata : dict
+        The JSON metadata (see the module docstring).
+    feature_names : list of str or None
+        Names of the columns the model is applied to (the transform's input, when a
+        transform is stored); None when the file records none (all version 1 files).
+    transform : dict of str to ndarray, or None
+        The preprocessing arrays (float64, native order), e.g. ``mean`` ``(d_in,)`` and
+        ``matrix`` ``(d_in, d)``; None when none was stored.
+    transform_info : dict or None
+        The transform's JSON description (``kind``, …); None without a transform.
+    """
+
+    state: MixtureState
+    metadata: dict[str, Any]
+    feature_names: list[str] | None = None
+    transform: dict[str, np.ndarray] | None = None
+    transform_info: dict[str, Any] | None = None
+
+
+def array_checksum(*arrays: np.ndarray) -> str:
+    """Hex SHA-256 of arrays as C-ordered little-endian float64 bytes, in the order given.
 
     Parameters
     ----------
-    weights : ndarray of shape (K,)
-    means : ndarray of shape (K, d)
-    covariances : ndarray
-        ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
+    *arrays : ndarray
+        For the mixture: ``weights`` ``(K,)``, ``means`` ``(K, d)`` and ``covariances``
+        (``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical).
 
     Returns
     -------
@@ -103,9 +171,14 @@ def array_checksum(weights: np.ndarray, means: np.ndarray, covariances: np.ndarr
         64 hexadecimal characters.
     """
     h = hashlib.sha256()
-    for a in (weights, means, covariances):
+    for a in arrays:
         h.update(np.ascontiguousarray(a, dtype="<f8").tobytes(order="C"))
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------
 
 
 def _json_default(obj: Any) -> Any:
@@ -117,25 +190,130 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
+def _json_depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` and ``{}`` are 1)."""
+    depth, stack = 0, [(obj, 0)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            level += 1
+            depth = max(depth, level)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((v, level) for v in value)
+    return depth
+
+
 def _encode_metadata(metadata: Mapping[str, Any]) -> np.ndarray:
     try:
         text = json.dumps(metadata, allow_nan=False, default=_json_default, sort_keys=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(
             "extra must be JSON-serialisable (dicts with str keys, lists, str, finite numbers, "
             f"bool, None): {exc}"
         ) from exc
+    if _json_depth(json.loads(text)) > MAX_JSON_DEPTH:
+        raise ValueError(
+            f"extra is nested more than {MAX_JSON_DEPTH - 2} levels deep; model files allow "
+            f"{MAX_JSON_DEPTH} levels of JSON in all. Flatten it."
+        )
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy()
 
 
+def _check_feature_names(names: Any, width: int) -> list[str]:
+    if isinstance(names, str | bytes) or not isinstance(names, Sequence | np.ndarray):
+        raise TypeError(f"feature_names must be a list of str, got {type(names).__name__}.")
+    out = list(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"feature_names must all be str, got {bad[0]!r} ({type(bad[0]).__name__}).")
+    if len(out) != width:
+        raise ValueError(
+            f"feature_names has {len(out)} name(s) but the model's input has {width} feature(s)."
+        )
+    dupes = sorted({n for n in out if out.count(n) > 1})
+    if dupes:
+        raise ValueError(f"feature_names must be distinct; repeated: {dupes}.")
+    return out
+
+
+def _check_transform(
+    transform: Mapping[str, Any], info: Mapping[str, Any] | None, n_features: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Validate the transform arrays on save; return them as C-ordered float64."""
+    if not isinstance(transform, Mapping) or not transform:
+        raise TypeError("transform must be a non-empty dict of name -> float array.")
+    if len(transform) > MAX_TRANSFORM_ARRAYS:
+        raise ValueError(
+            f"transform holds {len(transform)} arrays (at most {MAX_TRANSFORM_ARRAYS})."
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in transform.items():
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ValueError(
+                f"transform array name {name!r} must be lower-case letters, digits and '_' "
+                "(starting with a letter, at most 32 characters)."
+            )
+        a = np.ascontiguousarray(value, dtype=np.float64)
+        if a.ndim > 2 or not np.all(np.isfinite(a)):
+            raise ValueError(f"transform[{name!r}] must be a finite array of at most 2 dimensions.")
+        arrays[name] = a
+    if info is not None and not isinstance(info, Mapping):
+        raise TypeError(f"transform_info must be a dict, got {type(info).__name__}.")
+    info_out = dict(info) if info is not None else {}
+    _check_affine(arrays, info_out, n_features, error=ValueError)
+    return arrays, info_out
+
+
+def _check_affine(
+    arrays: Mapping[str, np.ndarray] | Mapping[str, tuple[int, ...]],
+    info: Mapping[str, Any],
+    n_features: int,
+    *,
+    error: type[Exception],
+    where: str = "",
+) -> int | None:
+    """For ``kind == "affine"``: ``mean`` ``(d_in,)`` and ``matrix`` ``(d_in, d)``; return d_in."""
+    if info.get("kind") != "affine":
+        return None
+    shapes = {k: tuple(getattr(v, "shape", v)) for k, v in arrays.items()}
+    mean, matrix = shapes.get("mean"), shapes.get("matrix")
+    if mean is None or matrix is None or len(mean) != 1 or matrix != (mean[0], n_features):
+        raise error(
+            f"{where}an affine transform needs arrays mean (d_in,) and matrix (d_in, {n_features}) "
+            f"(the model has {n_features} features), got {shapes}."
+        )
+    return int(mean[0])
+
+
+def _umask() -> int:
+    """The process's umask, without changing it when /proc tells it."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_mixture(
-    path: str | os.PathLike[str], state: MixtureState, *, extra: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str],
+    state: MixtureState,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    feature_names: Sequence[str] | None = None,
+    transform: Mapping[str, Any] | None = None,
+    transform_info: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a mixture to a ``fedgmm-gmm`` ``.npz`` file, atomically.
 
     The archive is written to a temporary file in the target directory, flushed to
-    disk and moved over ``path`` with :func:`os.replace`, so readers see either the
-    old file or the complete new one. ``path`` is used as given (no suffix is added).
+    disk, given the permissions ``0o666 & ~umask`` (as :func:`open` would) and moved
+    over ``path`` with :func:`os.replace`, so readers see either the old file or the
+    complete new one. ``path`` is used as given (no suffix is added).
 
     Parameters
     ----------
@@ -147,6 +325,15 @@ def save_mixture(
     extra : mapping, optional
         JSON-serialisable user metadata stored under ``metadata["extra"]``. NumPy
         scalars and arrays are converted to Python numbers and lists; NaN/inf are refused.
+    feature_names : sequence of str, optional
+        Distinct names of the input columns (CSV header, DataFrame columns): ``d_in`` of
+        them with an affine transform, else ``d``.
+    transform : mapping of str to array_like, optional
+        The preprocessing arrays (finite, at most 2-D, stored as float64 entries
+        ``transform_<name>``), e.g. ``{"mean": (d_in,), "matrix": (d_in, d)}``.
+    transform_info : mapping, optional
+        JSON description of the transform; with ``{"kind": "affine"}`` the arrays must be
+        ``mean`` ``(d_in,)`` and ``matrix`` ``(d_in, d)``. Only with ``transform``.
 
     Returns
     -------
@@ -156,9 +343,12 @@ def save_mixture(
     Raises
     ------
     TypeError
-        If ``state`` is not a :class:`MixtureState` or ``extra`` is not a mapping.
+        If ``state`` is not a :class:`MixtureState`, ``extra`` or ``transform`` is not a
+        mapping, or ``feature_names`` is not a list of str.
     ValueError
-        If ``extra`` is not JSON-serialisable.
+        If ``extra`` is not JSON-serialisable or too deeply nested, K or d exceed the
+        format's caps, feature names are repeated or of the wrong count, or the
+        transform's arrays are not finite or do not fit the model.
     OSError
         If the file cannot be written.
     """
@@ -168,9 +358,32 @@ def save_mixture(
         raise TypeError(
             f"extra must be a dict of JSON-serialisable values, got {type(extra).__name__}."
         )
+    if state.n_components > MAX_COMPONENTS or state.n_features > MAX_FEATURES:
+        raise ValueError(
+            f"model files hold at most {MAX_COMPONENTS} components and {MAX_FEATURES} features, "
+            f"got {state.n_components} and {state.n_features}."
+        )
+    if transform_info is not None and transform is None:
+        raise ValueError("transform_info given without transform.")
     arrays = {
         name: np.ascontiguousarray(a, dtype=np.float64) for name, a in state.to_arrays().items()
     }
+    tf_arrays: dict[str, np.ndarray] = {}
+    tf_meta: dict[str, Any] | None = None
+    width = state.n_features
+    if transform is not None:
+        tf_arrays, tf_info = _check_transform(transform, transform_info, state.n_features)
+        width = _check_affine(tf_arrays, tf_info, state.n_features, error=ValueError) or width
+        if width > MAX_FEATURES:
+            raise ValueError(
+                f"the transform's input has {width} features (at most {MAX_FEATURES})."
+            )
+        tf_meta = {
+            "arrays": {k: list(a.shape) for k, a in sorted(tf_arrays.items())},
+            "info": tf_info,
+            "sha256": array_checksum(*(a for _, a in sorted(tf_arrays.items()))),
+        }
+    names = None if feature_names is None else _check_feature_names(feature_names, width)
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -181,22 +394,20 @@ def save_mixture(
         "fedgmm_version": __version__,
         "sha256": array_checksum(arrays["weights"], arrays["means"], arrays["covariances"]),
         "extra": dict(extra) if extra is not None else {},
+        "feature_names": names,
+        "transform": tf_meta,
     }
     encoded = _encode_metadata(metadata)
+    entries = {**arrays, **{TRANSFORM_PREFIX + k: a for k, a in tf_arrays.items()}}
 
     target = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                weights=arrays["weights"],
-                means=arrays["means"],
-                covariances=arrays["covariances"],
-                metadata=encoded,
-            )
+            np.savez(fh, allow_pickle=False, **entries, metadata=encoded)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -232,65 +443,226 @@ def _check_archive(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _entry_sizes(z: np.lib.npyio.NpzFile) -> dict[str, int]:
-    assert z.zip is not None
-    return {info.filename.removesuffix(".npy"): info.file_size for info in z.zip.infolist()}
-
-
-def _read_entry(z: np.lib.npyio.NpzFile, name: str, p: Path, *, numeric: bool = True) -> np.ndarray:
-    """Read one entry as a plain (numeric, unless told otherwise) array, wrapping every failure."""
-    if name not in z.files:
-        raise ModelFileError(
-            f"model file {p} has no {name!r} entry (found {sorted(z.files)}); "
-            "it was not written by fedgmm.save_mixture or is damaged."
-        )
+@contextlib.contextmanager
+def _open_zip(p: Path) -> Iterator[zipfile.ZipFile]:
     try:
-        value = z[name]
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise ModelFileError(
-                f"model file {p}: entry {name!r} is a pickled object array; refused without "
-                "unpickling (fedgmm model files hold plain numeric arrays only)."
-            ) from exc
-        raise ModelFileError(f"model file {p}: entry {name!r} is unreadable ({exc}).") from exc
+        zf = zipfile.ZipFile(p)
     except _READ_ERRORS as exc:
         raise ModelFileError(
-            f"model file {p} is truncated or corrupted: entry {name!r} is unreadable ({exc}); "
-            "re-save or re-download it."
+            f"model file {p} is truncated or corrupted ({exc}); re-save or re-download it."
         ) from exc
-    if not isinstance(value, np.ndarray):
+    with zf:
+        yield zf
+
+
+def _corrupted(p: Path, name: str, exc: BaseException) -> ModelFileError:
+    return ModelFileError(
+        f"model file {p} is truncated or corrupted: entry {name!r} is unreadable ({exc}); "
+        "re-save or re-download it."
+    )
+
+
+@dataclass(frozen=True)
+class _Header:
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype[Any]
+
+
+def _member(zf: zipfile.ZipFile, name: str, p: Path) -> zipfile.ZipInfo:
+    names = zf.namelist()
+    if f"{name}.npy" in names:
+        return zf.getinfo(f"{name}.npy")
+    if name in names:
         raise ModelFileError(
             f"model file {p}: entry {name!r} is not a .npy array; refused (not a fedgmm model file)."
         )
-    if value.dtype.hasobject or (numeric and value.dtype.kind not in "biuf"):
+    found = sorted(n.removesuffix(".npy") for n in names)
+    raise ModelFileError(
+        f"model file {p} has no {name!r} entry (found {found}); "
+        "it was not written by fedgmm.save_mixture or is damaged."
+    )
+
+
+def _read_header(fh: IO[bytes], name: str, p: Path) -> _Header:
+    """Parse an ``.npy`` header (never unpickles: object dtypes are only named)."""
+    try:
+        version = np.lib.format.read_magic(fh)
+    except ValueError as exc:
         raise ModelFileError(
-            f"model file {p}: entry {name!r} has dtype {value.dtype}; expected plain numbers."
+            f"model file {p}: entry {name!r} is not a .npy array; refused (not a fedgmm model file)."
+        ) from exc
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ModelFileError(
+            f"model file {p}: entry {name!r} uses .npy version {version}; refused."
+        )
+    return _Header(tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype))
+
+
+def _read_body(fh: IO[bytes], header: _Header, name: str, p: Path) -> np.ndarray:
+    """Read exactly the bytes the (already checked) header declares; copy to native order."""
+    nbytes = math.prod(header.shape) * header.dtype.itemsize
+    data = fh.read(nbytes + 1)  # one more, to reach the end and have the zip CRC checked
+    if len(data) != nbytes:
+        raise ModelFileError(
+            f"model file {p} is truncated or corrupted: entry {name!r} holds {len(data)} data "
+            f"bytes, its header declares {nbytes}; re-save or re-download it."
+        )
+    flat = np.frombuffer(data, dtype=header.dtype)
+    arr = flat.reshape(header.shape, order="F" if header.fortran else "C")
+    return np.ascontiguousarray(arr, dtype=header.dtype.newbyteorder("="))
+
+
+def _pickled(p: Path, name: str) -> ModelFileError:
+    return ModelFileError(
+        f"model file {p}: entry {name!r} is a pickled object array; refused without "
+        "unpickling (fedgmm model files hold plain numeric arrays only)."
+    )
+
+
+def _read_float_array(
+    zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], p: Path, context: str
+) -> np.ndarray:
+    """Read a float64 entry (either byte order) whose shape must be ``shape``; checked before reading."""
+    info = _member(zf, name, p)
+    limit = 8 * math.prod(shape) + _HEADER_SLACK
+    if info.file_size > limit:
+        raise ModelFileError(
+            f"model file {p}: entry {name!r} is {info.file_size} bytes, far more than the "
+            f"shape {shape} in the metadata implies; the file is corrupted or not ours."
+        )
+    try:
+        with zf.open(info) as fh:
+            header = _read_header(fh, name, p)
+            if header.dtype.hasobject:
+                raise _pickled(p, name)
+            if header.dtype.kind != "f" or header.dtype.itemsize != 8:
+                raise ModelFileError(
+                    f"model file {p}: {name} has dtype {header.dtype}, expected float64."
+                )
+            if header.shape != shape:
+                raise ModelFileError(
+                    f"model file {p}: {name} has shape {header.shape} but {context} implies {shape}."
+                )
+            return _read_body(fh, header, name, p)
+    except ModelFileError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _corrupted(p, name, exc) from exc
+
+
+def _load_json(raw: bytes, p: Path) -> Any:
+    def refuse_constant(token: str) -> Any:
+        raise ModelFileError(
+            f"model file {p}: metadata holds the non-JSON number {token}; strict JSON allows "
+            "no NaN or Infinity."
+        )
+
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
+    except RecursionError as exc:
+        raise ModelFileError(
+            f"model file {p}: metadata JSON is nested too deeply (limit {MAX_JSON_DEPTH} levels)."
+        ) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"model file {p}: metadata is not valid UTF-8 JSON ({exc}).") from exc
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise ModelFileError(
+            f"model file {p}: metadata JSON is nested more than {MAX_JSON_DEPTH} levels deep; refused."
         )
     return value
 
 
-def _parse_metadata(z: np.lib.npyio.NpzFile, p: Path) -> dict[str, Any]:
-    sizes = _entry_sizes(z)
-    if METADATA_NAME in sizes and sizes[METADATA_NAME] > MAX_METADATA_BYTES:
-        raise ModelFileError(
-            f"model file {p}: metadata entry is {sizes[METADATA_NAME]} bytes "
-            f"(limit {MAX_METADATA_BYTES}); refused."
-        )
-    if METADATA_NAME not in z.files:
+def _read_metadata_entry(zf: zipfile.ZipFile, p: Path) -> Any:
+    names = zf.namelist()
+    if f"{METADATA_NAME}.npy" not in names and METADATA_NAME not in names:
         raise ModelFileError(
             f"model file {p} has no 'metadata' entry; it is not a fedgmm model file "
             "(write models with fedgmm.model_io.save_mixture)."
         )
-    raw = _read_entry(z, METADATA_NAME, p, numeric=False)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    info = _member(zf, METADATA_NAME, p)
+    if info.file_size > MAX_METADATA_BYTES + _HEADER_SLACK:
         raise ModelFileError(
-            f"model file {p}: metadata must be a 1-D uint8 array of UTF-8 JSON bytes, got "
-            f"dtype {raw.dtype} and shape {raw.shape}."
+            f"model file {p}: metadata entry is {info.file_size} bytes "
+            f"(limit {MAX_METADATA_BYTES}); refused."
         )
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"model file {p}: metadata is not valid UTF-8 JSON ({exc}).") from exc
+        with zf.open(info) as fh:
+            header = _read_header(fh, METADATA_NAME, p)
+            if header.dtype.hasobject:
+                raise _pickled(p, METADATA_NAME)
+            if header.dtype != np.uint8 or len(header.shape) != 1:
+                raise ModelFileError(
+                    f"model file {p}: metadata must be a 1-D uint8 array of UTF-8 JSON bytes, got "
+                    f"dtype {header.dtype} and shape {header.shape}."
+                )
+            if header.shape[0] > MAX_METADATA_BYTES:
+                raise ModelFileError(
+                    f"model file {p}: metadata declares {header.shape[0]} bytes "
+                    f"(limit {MAX_METADATA_BYTES}); refused."
+                )
+            raw = _read_body(fh, header, METADATA_NAME, p).tobytes()
+    except ModelFileError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _corrupted(p, METADATA_NAME, exc) from exc
+    return _load_json(raw, p)
+
+
+def _positive_int(meta: Mapping[str, Any], key: str, cap: int, p: Path) -> int:
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelFileError(f"model file {p}: {key} must be a positive integer, got {value!r}.")
+    if value > cap:
+        raise ModelFileError(
+            f"model file {p}: {key} = {value} exceeds the limit of {cap}; refused (the file is "
+            "corrupted or hostile)."
+        )
+    return value
+
+
+def _parse_transform_meta(meta: dict[str, Any], p: Path) -> dict[str, tuple[int, ...]] | None:
+    tf = meta.get("transform")
+    if tf is None:
+        return None
+    where = f"model file {p}: "
+    if not isinstance(tf, dict) or not isinstance(tf.get("arrays"), dict) or not tf["arrays"]:
+        raise ModelFileError(
+            f"{where}transform must be an object with a non-empty 'arrays' object."
+        )
+    if not isinstance(tf.get("info", {}), dict) or not isinstance(tf.get("sha256"), str):
+        raise ModelFileError(f"{where}transform needs an 'info' object and a 'sha256' string.")
+    tf.setdefault("info", {})
+    if len(tf["arrays"]) > MAX_TRANSFORM_ARRAYS:
+        raise ModelFileError(
+            f"{where}transform lists {len(tf['arrays'])} arrays (at most {MAX_TRANSFORM_ARRAYS})."
+        )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in tf["arrays"].items():
+        if not _NAME_RE.fullmatch(name):
+            raise ModelFileError(f"{where}transform array name {name!r} is not allowed.")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 2
+            or any(
+                isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_FEATURES
+                for s in shape
+            )
+        ):
+            raise ModelFileError(
+                f"{where}transform array {name!r} has shape {shape!r}; expected a list of at most "
+                f"2 integers in [0, {MAX_FEATURES}]."
+            )
+        shapes[name] = tuple(shape)
+    _check_affine(shapes, tf["info"], meta["n_features"], error=ModelFileError, where=where)
+    return shapes
+
+
+def _parse_metadata(meta: Any, p: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ModelFileError(
             f"model file {p}: metadata must be a JSON object, got {type(meta).__name__}."
@@ -323,12 +695,8 @@ def _parse_metadata(z: np.lib.npyio.NpzFile, p: Path) -> dict[str, Any]:
             f"model file {p}: covariance_type {meta['covariance_type']!r} is not one of "
             f"{list(COVARIANCE_TYPES)}."
         )
-    for key in ("n_components", "n_features"):
-        value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelFileError(
-                f"model file {p}: {key} must be a positive integer, got {value!r}."
-            )
+    _positive_int(meta, "n_components", MAX_COMPONENTS, p)
+    _positive_int(meta, "n_features", MAX_FEATURES, p)
     if meta["dtype"] != "float64":
         raise ModelFileError(f"model file {p}: dtype {meta['dtype']!r} is not supported (float64).")
     if not isinstance(meta["sha256"], str):
@@ -336,19 +704,37 @@ def _parse_metadata(z: np.lib.npyio.NpzFile, p: Path) -> dict[str, Any]:
     if "extra" in meta and not isinstance(meta["extra"], dict):
         raise ModelFileError(f"model file {p}: extra must be a JSON object.")
     meta.setdefault("extra", {})
+    meta.setdefault("feature_names", None)
+    meta.setdefault("transform", None)
+    shapes = _parse_transform_meta(meta, p)
+    names = meta["feature_names"]
+    if names is not None:
+        width = meta["n_features"]
+        if shapes is not None and meta["transform"]["info"].get("kind") == "affine":
+            width = shapes["mean"][0]
+        if (
+            not isinstance(names, list)
+            or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names)
+            or len(names) != width
+        ):
+            raise ModelFileError(
+                f"model file {p}: feature_names must be a list of {width} distinct strings."
+            )
     return meta
 
 
-def _open_npz(p: Path) -> np.lib.npyio.NpzFile:
-    try:
-        z = np.load(p, allow_pickle=False)
-    except _READ_ERRORS as exc:
-        raise ModelFileError(
-            f"model file {p} is truncated or corrupted ({exc}); re-save or re-download it."
-        ) from exc
-    if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - guarded by the zip magic
-        raise ModelFileError(f"{p} is not a fedgmm model file (not an .npz archive).")
-    return z
+def _declared_arrays(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    k, d = meta["n_components"], meta["n_features"]
+    shapes = {
+        "weights": (k,),
+        "means": (k, d),
+        "covariances": covariance_shape(meta["covariance_type"], k, d),
+    }
+    if meta["transform"] is not None:
+        for name, shape in meta["transform"]["arrays"].items():
+            shapes[TRANSFORM_PREFIX + name] = tuple(shape)
+    return shapes
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -362,25 +748,101 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     -------
     metadata : dict
         The JSON metadata (``format``, ``format_version``, ``covariance_type``,
-        ``n_components``, ``n_features``, ``dtype``, ``fedgmm_version``, ``sha256``, ``extra``).
+        ``n_components``, ``n_features``, ``dtype``, ``fedgmm_version``, ``sha256``,
+        ``extra``, ``feature_names`` and ``transform`` — the last two None when absent).
 
     Raises
     ------
     ModelFileError
-        If the file is missing, not an ``.npz`` archive, damaged, not ours or of a
-        newer format version.
+        If the file is missing, not an ``.npz`` archive, damaged, not ours, of a newer
+        format version, or declares sizes beyond the caps.
     """
     p = _check_archive(path)
-    with _open_npz(p) as z:
-        return _parse_metadata(z, p)
+    with _open_zip(p) as zf:
+        return _parse_metadata(_read_metadata_entry(zf, p), p)
 
 
-def load_mixture(path: str | os.PathLike[str]) -> tuple[MixtureState, dict[str, Any]]:
-    """Load and fully validate a mixture written by :func:`save_mixture`.
+def load_model(path: str | os.PathLike[str], *, max_bytes: int = MAX_ARRAY_BYTES) -> ModelFile:
+    """Load and fully validate a model file: the mixture, feature names and transform.
 
     Parameters
     ----------
     path : str or os.PathLike
+    max_bytes : int, default :data:`MAX_ARRAY_BYTES`
+        Refuse files whose metadata declares more array bytes than this in all
+        (checked before any array is read).
+
+    Returns
+    -------
+    ModelFile
+        ``state`` (``weights`` ``(K,)``, ``means`` ``(K, d)``, ``covariances`` per type;
+        bit-identical to the saved ones, native byte order), ``metadata``,
+        ``feature_names``, ``transform`` and ``transform_info``.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not an ``.npz`` archive, truncated, contains a pickle,
+        lacks an entry, has bad or too deeply nested metadata, a newer format version,
+        declared sizes beyond the caps, a checksum mismatch, shapes that disagree with
+        the metadata, or invalid parameters (weights not summing to one, covariances not
+        positive definite).
+    """
+    p = _check_archive(path)
+    with _open_zip(p) as zf:
+        meta = _parse_metadata(_read_metadata_entry(zf, p), p)
+        cov_type, k, d = meta["covariance_type"], meta["n_components"], meta["n_features"]
+        declared = _declared_arrays(meta)
+        total = sum(8 * math.prod(s) for s in declared.values())
+        if total > max_bytes:
+            raise ModelFileError(
+                f"model file {p}: the metadata declares {total:,} bytes of arrays "
+                f"(K={k}, d={d}, {cov_type}), more than the limit of {max_bytes:,}; refused. "
+                "Pass max_bytes to load a model this large on purpose."
+            )
+        context = f"the metadata ({cov_type}, n_components={k}, n_features={d})"
+        arrays = {
+            name: _read_float_array(zf, name, shape, p, context) for name, shape in declared.items()
+        }
+    digest = array_checksum(*(arrays[name] for name in ARRAY_NAMES))
+    if not hmac.compare_digest(digest, meta["sha256"].lower()):
+        raise ModelFileError(
+            f"model file {p}: checksum mismatch (sha256 of the arrays is {digest}, the metadata "
+            f"says {meta['sha256']}); the arrays were modified or corrupted after saving."
+        )
+    transform = transform_info = None
+    if meta["transform"] is not None:
+        names = sorted(meta["transform"]["arrays"])
+        transform = {name: arrays[TRANSFORM_PREFIX + name] for name in names}
+        tf_digest = array_checksum(*(transform[name] for name in names))
+        if not hmac.compare_digest(tf_digest, meta["transform"]["sha256"].lower()):
+            raise ModelFileError(
+                f"model file {p}: transform checksum mismatch; the transform arrays were "
+                "modified or corrupted after saving."
+            )
+        if not all(np.all(np.isfinite(a)) for a in transform.values()):
+            raise ModelFileError(f"model file {p}: the transform holds NaN or infinite values.")
+        transform_info = dict(meta["transform"]["info"])
+    try:
+        state = MixtureState.from_arrays({n: arrays[n] for n in ARRAY_NAMES}, cov_type)
+    except ValueError as exc:  # includes DegenerateCovarianceError
+        raise ModelFileError(f"model file {p} holds invalid mixture parameters: {exc}") from exc
+    names = meta["feature_names"]
+    return ModelFile(
+        state, meta, list(names) if names is not None else None, transform, transform_info
+    )
+
+
+def load_mixture(
+    path: str | os.PathLike[str], *, max_bytes: int = MAX_ARRAY_BYTES
+) -> tuple[MixtureState, dict[str, Any]]:
+    """Load and fully validate the mixture of a model file (see :func:`load_model`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_bytes : int, default :data:`MAX_ARRAY_BYTES`
+        Cap on the array bytes the metadata may declare.
 
     Returns
     -------
@@ -388,53 +850,12 @@ def load_mixture(path: str | os.PathLike[str]) -> tuple[MixtureState, dict[str, 
         ``weights`` ``(K,)``, ``means`` ``(K, d)``, ``covariances`` ``(K, d, d)`` full,
         ``(d, d)`` tied, ``(K, d)`` diag or ``(K,)`` spherical; bit-identical to the saved ones.
     metadata : dict
-        As returned by :func:`read_metadata`.
+        As returned by :func:`read_metadata` (``feature_names`` and ``transform`` included).
 
     Raises
     ------
     ModelFileError
-        If the file is missing, not an ``.npz`` archive, truncated, contains a pickle,
-        lacks an entry, has bad metadata, a newer format version, a checksum mismatch,
-        shapes that disagree with the metadata, or invalid parameters (weights not
-        summing to one, covariances not positive definite).
+        As :func:`load_model`.
     """
-    p = _check_archive(path)
-    with _open_npz(p) as z:
-        meta = _parse_metadata(z, p)
-        cov_type = meta["covariance_type"]
-        k, d = meta["n_components"], meta["n_features"]
-        expected = {
-            "weights": (k,),
-            "means": (k, d),
-            "covariances": covariance_shape(cov_type, k, d),
-        }
-        sizes = _entry_sizes(z)
-        for name, shape in expected.items():
-            # Refuse grossly oversized entries before reading them into memory.
-            limit = 2 * 8 * int(np.prod(shape)) + (1 << 20)
-            if sizes.get(name, 0) > limit:
-                raise ModelFileError(
-                    f"model file {p}: entry {name!r} is {sizes[name]} bytes, far more than the "
-                    f"shape {shape} in the metadata implies; the file is corrupted or not ours."
-                )
-        arrays = {name: _read_entry(z, name, p) for name in ARRAY_NAMES}
-    for name, shape in expected.items():
-        arr = arrays[name]
-        if arr.shape != shape:
-            raise ModelFileError(
-                f"model file {p}: {name} has shape {arr.shape} but the metadata "
-                f"({cov_type}, n_components={k}, n_features={d}) implies {shape}."
-            )
-        if arr.dtype != np.float64:
-            raise ModelFileError(f"model file {p}: {name} has dtype {arr.dtype}, expected float64.")
-    digest = array_checksum(arrays["weights"], arrays["means"], arrays["covariances"])
-    if not hmac.compare_digest(digest, meta["sha256"].lower()):
-        raise ModelFileError(
-            f"model file {p}: checksum mismatch (sha256 of the arrays is {digest}, the metadata "
-            f"says {meta['sha256']}); the arrays were modified or corrupted after saving."
-        )
-    try:
-        state = MixtureState.from_arrays(arrays, cov_type)
-    except ValueError as exc:  # includes DegenerateCovarianceError
-        raise ModelFileError(f"model file {p} holds invalid mixture parameters: {exc}") from exc
-    return state, meta
+    model = load_model(path, max_bytes=max_bytes)
+    return model.state, model.metadata
