@@ -204,6 +204,22 @@ def test_wrong_feature_count_at_predict() -> None:
 
 
 # ---------------------------------------------------------------- scikit-learn's own suite
-@parametrize_with_checks([GaussianMixture(), GaussianMixture(covariance_type="diag", n_components=2)])
+def expected_failed_checks(estimator: GaussianMixture) -> dict[str, str]:
+    """Checks that cannot hold for an estimator instance, with the reason (scikit-learn's xfail)."""
+    if estimator.n_components == 1:
+        return {}  # one component: no random initialisation, every check applies
+    reason = (
+        "the k-means initialisation is stochastic: KMeans draws a different random stream for "
+        "weighted rows than for the repeated rows (scikit-learn xfails this check for KMeans "
+        "itself). Equivalence from the same initialisation is tested in "
+        "tests/test_gaussian_mixture_weights.py."
+    )
+    return {"check_sample_weight_equivalence_on_dense_data": reason}
+
+
+@parametrize_with_checks(
+    [GaussianMixture(), GaussianMixture(covariance_type="diag", n_components=2)],
+    expected_failed_checks=expected_failed_checks,
+)
 def test_sklearn_estimator_checks(estimator, check) -> None:
     check(estimator)

@@ -1,9 +1,10 @@
-"""The EM engine: E-step to additive sufficient statistics, M-step, initialisation, fit loop."""
+"""The EM engine: E-step to additive sufficient statistics, M-step, initialisation, fit loop, online steps."""
 
 from fedgmm.em.criteria import aic, bic
 from fedgmm.em.fit import FitResult, fit_em, run_em
 from fedgmm.em.init import initial_state, initial_statistics
 from fedgmm.em.mstep import m_step
+from fedgmm.em.online import blend, step_size
 from fedgmm.em.stats import (
     SufficientStatistics,
     e_step,
@@ -17,6 +18,7 @@ __all__ = [
     "SufficientStatistics",
     "aic",
     "bic",
+    "blend",
     "e_step",
     "fit_em",
     "initial_state",
@@ -26,4 +28,5 @@ __all__ = [
     "run_em",
     "score_samples",
     "statistics_from_responsibilities",
+    "step_size",
 ]

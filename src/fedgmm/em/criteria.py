@@ -7,8 +7,11 @@ import numpy as np
 from fedgmm.mixture import MixtureState
 
 
-def bic(state: MixtureState, total_log_likelihood: float, n_samples: int) -> float:
-    """Bayesian information criterion ``−2 log L + p log n`` (lower is better)."""
+def bic(state: MixtureState, total_log_likelihood: float, n_samples: float) -> float:
+    """Bayesian information criterion ``−2 log L + p log n`` (lower is better).
+
+    With row weights, ``log L = Σ w log p`` and ``n = Σ w`` (the effective count).
+    """
     return float(-2.0 * total_log_likelihood + state.n_parameters() * np.log(n_samples))
 
 

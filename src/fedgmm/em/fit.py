@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from fedgmm._random import SeedLike, as_random_state
 from fedgmm.em.init import initial_state
 from fedgmm.em.mstep import m_step
-from fedgmm.em.stats import e_step
+from fedgmm.em.stats import block_size_for, e_step, iter_blocks
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
 
@@ -52,6 +52,20 @@ class FitResult:
 IterationCallback = Callable[[int, float, float], None]
 
 
+def data_mean(X: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """(Weighted) column mean in float64, ``(d,)``: the reference point of the statistics.
+
+    A reduction over ``X`` (no copy of it, so memory-mapped data stays on disk).
+    """
+    if sample_weight is None:
+        return np.asarray(X.mean(axis=0, dtype=np.float64))
+    w = np.asarray(sample_weight, dtype=np.float64)
+    total = np.zeros(X.shape[1])
+    for rows in iter_blocks(X.shape[0], block_size_for(X.shape[1])):
+        total += w[rows] @ X[rows].astype(np.float64, copy=False)
+    return total / w.sum()
+
+
 def run_em(
     X: np.ndarray,
     state: MixtureState,
@@ -64,6 +78,7 @@ def run_em(
     block_size: int | None = None,
     dtype: np.dtype | type | None = None,
     callback: IterationCallback | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> FitResult:
     """Run EM from ``state`` until the mean log-likelihood changes by less than ``tol``.
 
@@ -82,21 +97,24 @@ def run_em(
         Passed to :func:`fedgmm.em.e_step`.
     callback : callable, optional
         Called as ``callback(n_iter, lower_bound, change)`` after every iteration.
+    sample_weight : ndarray of shape (n,), optional
+        Non-negative row weights; the lower bound is then ``Σ w log p / Σ w``.
 
     Returns
     -------
     FitResult
     """
     if shift is None:
-        shift = X.mean(axis=0, dtype=np.float64)
+        shift = data_mean(X, sample_weight)
+    total_weight = float(X.shape[0]) if sample_weight is None else float(np.sum(sample_weight))
     lower_bounds: list[float] = []
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         prev = lower_bound
-        stats = e_step(X, state, shift=shift, block_size=block_size, dtype=dtype)
+        stats = e_step(X, state, shift=shift, block_size=block_size, dtype=dtype, sample_weight=sample_weight)
         state = m_step(stats, reg_covar)
-        lower_bound = stats.log_likelihood / stats.n_samples
+        lower_bound = stats.log_likelihood / total_weight
         lower_bounds.append(lower_bound)
         change = lower_bound - prev
         if callback is not None:
@@ -127,6 +145,7 @@ def fit_em(
     verbose: int = 0,
     verbose_interval: int = 10,
     warn_not_converged: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM with ``n_init`` restarts, keeping the best.
 
@@ -143,6 +162,10 @@ def fit_em(
         initialising (``n_init`` is then ignored).
     warn_not_converged : bool
         Emit a ``ConvergenceWarning`` when the best run did not converge.
+    sample_weight : ndarray of shape (n,), optional
+        Non-negative row weights (validated): weighted statistics, weighted
+        initialisation, lower bound ``Σ w log p / Σ w``. Integer weights give the fit of
+        the repeated rows from the same given initial parameters.
     Other parameters
         As in :class:`fedgmm.GaussianMixture`.
 
@@ -151,7 +174,7 @@ def fit_em(
     FitResult
     """
     rs = as_random_state(random_state)
-    shift = X.mean(axis=0, dtype=np.float64)
+    shift = data_mean(X, sample_weight)
     n_runs = 1 if warm_start is not None else n_init
     best: FitResult | None = None
     for init in range(n_runs):
@@ -184,6 +207,7 @@ def fit_em(
                 precisions_init=precisions_init,
                 shift=shift,
                 block_size=block_size,
+                sample_weight=sample_weight,
             )
             lower_bound = -np.inf
         if max_iter == 0:
@@ -200,6 +224,7 @@ def fit_em(
                 block_size=block_size,
                 dtype=dtype,
                 callback=report,
+                sample_weight=sample_weight,
             )
         if verbose >= 1:
             status = "converged" if result.converged else "did not converge"

@@ -29,6 +29,7 @@ def _one_hot_statistics(
     covariance_type: CovarianceType,
     shift: np.ndarray | None,
     block_size: int | None,
+    sample_weight: np.ndarray | None = None,
 ) -> SufficientStatistics:
     """Statistics of hard assignments; ``labels[i] == -1`` marks a row that belongs nowhere."""
     n, d = X.shape
@@ -42,7 +43,8 @@ def _one_hot_statistics(
         resp = np.zeros((lab.shape[0], n_components), dtype=X.dtype)
         resp[np.nonzero(keep)[0], lab[keep]] = 1.0
         total = total + statistics_from_responsibilities(
-            X[rows], resp, covariance_type, shift=stats.shift, block_size=block_size
+            X[rows], resp, covariance_type, shift=stats.shift, block_size=block_size,
+            sample_weight=None if sample_weight is None else sample_weight[rows],
         )
     return SufficientStatistics(
         total.nk, total.sx, total.sxx, n, 0.0, total.shift, covariance_type
@@ -58,6 +60,7 @@ def initial_statistics(
     *,
     shift: np.ndarray | None = None,
     block_size: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> SufficientStatistics:
     """Statistics of the initial responsibilities, drawn exactly as scikit-learn draws them.
 
@@ -75,26 +78,37 @@ def initial_statistics(
         scikit-learn's initialisation.
     shift, block_size
         As in :func:`fedgmm.em.e_step`.
+    sample_weight : ndarray of shape (n,), optional
+        Row weights: k-means and k-means++ run weighted (scikit-learn's ``sample_weight``),
+        ``"random_from_data"`` draws rows with probability ∝ weight, and every initial
+        responsibility is multiplied by its row's weight. Without weights the draws are
+        scikit-learn's; with them they are not those of the repeated rows (a different
+        random stream), so equality with repeated rows holds from given initial arrays.
 
     Returns
     -------
     SufficientStatistics
         Never materialises an ``(n, K)`` array: the responsibilities are built block by block.
+        ``"kmeans"`` runs scikit-learn's ``KMeans``, which copies ``X``; for memory-mapped
+        data prefer ``"k-means++"`` or ``"random_from_data"``.
     """
     n, d = X.shape
+    sw = sample_weight
     if init_params == "kmeans":
         labels = (
-            KMeans(n_clusters=n_components, n_init=1, random_state=random_state).fit(X).labels_
+            KMeans(n_clusters=n_components, n_init=1, random_state=random_state).fit(X, sample_weight=sw).labels_
         )
-        return _one_hot_statistics(X, labels, n_components, covariance_type, shift, block_size)
+        return _one_hot_statistics(X, labels, n_components, covariance_type, shift, block_size, sw)
     if init_params in ("k-means++", "random_from_data"):
         labels = np.full(n, -1, dtype=np.intp)
         if init_params == "k-means++":
-            _, indices = kmeans_plusplus(X, n_components, random_state=random_state)
-        else:
+            _, indices = kmeans_plusplus(X, n_components, random_state=random_state, sample_weight=sw)
+        elif sw is None:
             indices = random_state.choice(n, size=n_components, replace=False)
+        else:
+            indices = random_state.choice(n, size=n_components, replace=False, p=sw / sw.sum())
         labels[indices] = np.arange(n_components)
-        return _one_hot_statistics(X, labels, n_components, covariance_type, shift, block_size)
+        return _one_hot_statistics(X, labels, n_components, covariance_type, shift, block_size, sw)
     if init_params == "random":
         stats = SufficientStatistics.zeros(n_components, d, covariance_type, shift)
         total = stats
@@ -103,7 +117,8 @@ def initial_statistics(
             resp = random_state.uniform(size=(rows.stop - rows.start, n_components)).astype(X.dtype)
             resp /= resp.sum(axis=1)[:, None]
             total = total + statistics_from_responsibilities(
-                X[rows], resp, covariance_type, shift=stats.shift, block_size=block_size
+                X[rows], resp, covariance_type, shift=stats.shift, block_size=block_size,
+                sample_weight=None if sw is None else sw[rows],
             )
         return SufficientStatistics(total.nk, total.sx, total.sxx, n, 0.0, total.shift, covariance_type)
     raise ValueError(f"Invalid init_params {init_params!r}: expected one of {list(INIT_PARAMS)}.")
@@ -188,6 +203,7 @@ def initial_state(
     precisions_init: np.ndarray | None = None,
     shift: np.ndarray | None = None,
     block_size: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> MixtureState:
     """Initial parameters, as scikit-learn's ``GaussianMixture._initialize_parameters``.
 
@@ -202,6 +218,8 @@ def initial_state(
     means_init : ndarray of shape (K, d), optional
     precisions_init : ndarray, optional
         ``(K, d, d)`` full, ``(d, d)`` tied, ``(K, d)`` diag, ``(K,)`` spherical.
+    sample_weight : ndarray of shape (n,), optional
+        Row weights, see :func:`initial_statistics`.
 
     Returns
     -------
@@ -218,7 +236,8 @@ def initial_state(
     )
     if weights is None or means is None or covariances is None:
         stats = initial_statistics(
-            X, n_components, covariance_type, init_params, random_state, shift=shift, block_size=block_size
+            X, n_components, covariance_type, init_params, random_state, shift=shift, block_size=block_size,
+            sample_weight=sample_weight,
         )
         drawn = m_step(stats, reg_covar)
         weights = drawn.weights if weights is None else weights

@@ -1,12 +1,14 @@
 """Per-covariance-type block kernels: component log-densities and statistic accumulation.
 
 A kernel is built once per E-step from the parameters, the reference point ``shift`` and
-the compute dtype; it then processes blocks of centred rows ``x̃ = x − shift``. Chosen from
-a dict by covariance type, as scikit-learn chooses its ``_estimate_gaussian_covariances_*``.
+the compute dtype; it then processes blocks of centred rows ``x̃ = x − shift``.
+:func:`make_kernel` looks the kernel up in :data:`KERNELS` by covariance type (for full,
+the formulation is then picked by shape).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,8 +31,12 @@ class BlockKernel(Protocol):
     def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
         """``log π_k + log N(x̃_n | μ̃_k, Σ_k)`` of a block, ``(B, K)``, and a reusable context."""
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
-        """Add the block's second-moment statistic into the kernel's float64 accumulator."""
+    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
+        """Add the block's second-moment statistic into the kernel's float64 accumulator.
+
+        ``resp`` (B, K) already carries the row weights; ``weights`` (B,) is given again
+        for the statistics that do not go through the responsibilities (tied).
+        """
 
     def second_moments(self) -> np.ndarray:
         """The accumulated second-moment statistic in the shape the covariance type needs."""
@@ -93,7 +99,7 @@ class FullOuterKernel:
         logp = self.const - 0.5 * maha_half
         return logp, q
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
+    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
         q = ctx if ctx is not None else self._outer(xc)
         self.sxx += q @ resp
 
@@ -134,7 +140,7 @@ class FullFactorKernel:
         maha = np.einsum("ij,ij->i", y2, y2).reshape(b, self.k)
         return self.const - 0.5 * maha, None
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
+    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
         b = xc.shape[0]
         z = (resp[:, :, None] * xc[:, None, :]).reshape(b, self.k * self.d)
         self.sxx += (xc.T @ z).reshape(self.d, self.k, self.d).transpose(1, 0, 2)
@@ -169,8 +175,8 @@ class TiedKernel:
         maha += np.einsum("ij,ij->i", y, y)[:, None]
         return self.const - 0.5 * maha, None
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
-        self.sxx += xc.T @ xc
+    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
+        self.sxx += xc.T @ (xc if weights is None else xc * weights[:, None])
 
     def second_moments(self) -> np.ndarray:
         return self.sxx
@@ -200,7 +206,7 @@ class DiagKernel:
         maha += xc @ self.mp2
         return self.const - 0.5 * maha, x2
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
+    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
         x2 = ctx if ctx is not None else xc * xc
         self.sxx += resp.T @ x2
 
@@ -232,12 +238,29 @@ class SphericalKernel:
         maha += xc @ self.mp2
         return self.const - 0.5 * maha, sq
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any) -> None:
+    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
         sq = ctx if ctx is not None else np.einsum("ij,ij->i", xc, xc)
         self.sxx += resp.T @ sq
 
     def second_moments(self) -> np.ndarray:
         return self.sxx
+
+
+def _full_kernel(n_components: int, n_features: int) -> BlockKernel:
+    """The cheaper full-covariance formulation for this shape."""
+    d = n_features
+    if d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * n_components * d:
+        return FullOuterKernel(n_components, d)
+    return FullFactorKernel(n_components, d)
+
+
+#: Kernel factory of each covariance type, called as ``factory(n_components, n_features)``.
+KERNELS: dict[str, Callable[[int, int], BlockKernel]] = {
+    "full": _full_kernel,
+    "tied": TiedKernel,
+    "diag": DiagKernel,
+    "spherical": SphericalKernel,
+}
 
 
 def make_kernel(
@@ -254,25 +277,15 @@ def make_kernel(
     Without ``state`` the kernel can only accumulate statistics of given responsibilities;
     with it (and ``shift`` of shape ``(d,)``) it also scores blocks in ``dtype``.
     """
-    k, d = n_components, n_features
-    kernel: BlockKernel
-    if covariance_type == "full":
-        if d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * k * d:
-            kernel = FullOuterKernel(k, d)
-        else:
-            kernel = FullFactorKernel(k, d)
-    elif covariance_type == "tied":
-        kernel = TiedKernel(k, d)
-    elif covariance_type == "diag":
-        kernel = DiagKernel(k, d)
-    elif covariance_type == "spherical":
-        kernel = SphericalKernel(k, d)
-    else:
-        raise ValueError(f"unknown covariance_type {covariance_type!r}")
+    try:
+        factory = KERNELS[covariance_type]
+    except KeyError:
+        raise ValueError(f"unknown covariance_type {covariance_type!r}") from None
+    kernel = factory(n_components, n_features)
     if state is not None:
         kernel.set_parameters(
             state,
-            np.zeros(d) if shift is None else shift,
+            np.zeros(n_features) if shift is None else shift,
             np.dtype(np.float64) if dtype is None else np.dtype(dtype),
         )
     return kernel

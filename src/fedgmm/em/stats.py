@@ -172,10 +172,13 @@ def _compute_dtype(X: np.ndarray, dtype: np.dtype | type | None) -> np.dtype:
     return cdtype
 
 
-#: Log-responsibility floor per compute dtype: ``exp`` of anything lower would be a
-#: subnormal number, and arithmetic on subnormals is ~100× slower on x86 (it made the
-#: float32 E-step 4× slower than float64). The floor changes responsibilities by less
-#: than ``K · exp(floor)``, far below the dtype's precision.
+#: Log-responsibility floor per compute dtype. Without it, ``exp(logp − max)`` of a
+#: far-away component is subnormal (float32 below e^−87.3, float64 below e^−708) and so
+#: are its products with the data in the statistic GEMMs (``r·x̃``, ``r·q``); subnormal
+#: arithmetic is ~100× slower on x86 and made the float32 E-step 4× slower than
+#: float64. Flooring at e^−50 ≈ 2e−22 (float32) / e^−500 (float64) keeps every
+#: responsibility and its products with O(1) centred data in the normal range. It
+#: raises each responsibility by at most ``exp(floor)``, far below the dtype's precision.
 _LOG_FLOOR = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -500.0}
 
 
@@ -208,6 +211,7 @@ def statistics_from_responsibilities(
     *,
     shift: np.ndarray | None = None,
     block_size: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> SufficientStatistics:
     """Sufficient statistics for given responsibilities (used to initialise EM).
 
@@ -220,6 +224,8 @@ def statistics_from_responsibilities(
         Reference point; zeros by default.
     block_size : int, optional
         Rows per block.
+    sample_weight : ndarray of shape (n,), optional
+        Non-negative row weights multiplying the responsibilities (1 by default).
     """
     n, d = X.shape
     k = resp.shape[1]
@@ -230,9 +236,13 @@ def statistics_from_responsibilities(
     for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
         xc = X[rows] - shift_c
         r = resp[rows].astype(X.dtype, copy=False)
+        w = None
+        if sample_weight is not None:
+            w = sample_weight[rows].astype(X.dtype, copy=False)
+            r = r * w[:, None]
         nk += r.sum(axis=0, dtype=np.float64)
         sx += r.T @ xc
-        kernel.accumulate(xc, r, None)
+        kernel.accumulate(xc, r, None, w)
     return SufficientStatistics(nk, sx, kernel.second_moments(), n, 0.0, stats.shift, covariance_type)
 
 
@@ -251,6 +261,7 @@ def e_step(
     shift: np.ndarray | None = None,
     block_size: int | None = None,
     dtype: np.dtype | type | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> SufficientStatistics:
     """E-step: responsibilities under ``state`` reduced to sufficient statistics.
 
@@ -269,29 +280,38 @@ def e_step(
     dtype : numpy dtype, optional
         Compute dtype of the block arithmetic (float64 or float32); defaults to
         ``X.dtype``. Statistics are always accumulated in float64.
+    sample_weight : ndarray of shape (n,), optional
+        Non-negative row weights: every statistic becomes ``Σ_n w_n r_nk (…)`` and the
+        log-likelihood ``Σ_n w_n log p(x_n)``, so an integer weight is the same as
+        repeating the row and a zero weight the same as dropping it. ``X`` may be a
+        memory-mapped array: only one block per thread is ever in memory.
 
     Returns
     -------
     SufficientStatistics
-        With ``log_likelihood = Σ_n log p(x_n | state)``.
+        With ``log_likelihood = Σ_n w_n log p(x_n | state)`` (``w_n = 1`` by default).
     """
     n, d = X.shape
     if d != state.n_features:
         raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
     cdtype = _compute_dtype(X, dtype)
     ref = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
     row_elements = make_kernel(state.covariance_type, state.n_components, d).row_elements
     block = block_size_for(row_elements, block_size)
     threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
     if threads <= 1:
-        parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block)]
+        parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)]
     else:
         # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL) and
         # their sums are added in chunk order: the result does not depend on timing.
         bounds = np.linspace(0, n, threads + 1).astype(int)
         with threadpool_limits(limits=1, user_api="blas"):
             futures = [
-                _executor(threads).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block)
+                _executor(threads).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block, sample_weight)
                 for lo, hi in itertools.pairwise(bounds)
             ]
             parts = [f.result() for f in futures]
@@ -299,7 +319,8 @@ def e_step(
 
 
 def _e_step_rows(
-    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int
+    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int,
+    sample_weight: np.ndarray | None = None,
 ) -> SufficientStatistics:
     """E-step statistics of rows ``lo:hi``, block by block (one thread's share)."""
     stats = SufficientStatistics.zeros(state.n_components, state.n_features, state.covariance_type, shift)
@@ -308,12 +329,22 @@ def _e_step_rows(
     shift_c = shift.astype(cdtype)
     total = 0.0
     for rows in iter_blocks(hi - lo, block):
-        xc = X[lo + rows.start : lo + rows.stop].astype(cdtype, copy=False) - shift_c
+        part = slice(lo + rows.start, lo + rows.stop)
+        xc = X[part].astype(cdtype, copy=False) - shift_c
         resp, ctx = kernel.log_prob(xc)
-        total += float(np.sum(_normalise(resp), dtype=np.float64))
+        lse = _normalise(resp)
+        w = None
+        if sample_weight is None:
+            total += float(np.sum(lse, dtype=np.float64))
+        else:
+            w64 = sample_weight[part]
+            # 0 · (−inf) must count as a dropped row, not NaN.
+            total += float(np.dot(w64[w64 > 0], lse[w64 > 0]))
+            w = w64.astype(cdtype, copy=False)
+            resp *= w[:, None]
         nk += resp.sum(axis=0, dtype=np.float64)
         sx += resp.T @ xc
-        kernel.accumulate(xc, resp, ctx)
+        kernel.accumulate(xc, resp, ctx, w)
     return SufficientStatistics(nk, sx, kernel.second_moments(), hi - lo, total, shift, state.covariance_type)
 
 
