@@ -1,0 +1,301 @@
+"""Sample-free aggregation: reduce the clients' union mixture to K components from its parameters only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sklearn.cluster import kmeans_plusplus
+
+from fedgmm.federated.union import full_covariances
+from fedgmm.mixture import MixtureState
+from fedgmm.types import CovarianceType
+
+ReductionMethod = Literal["mm", "hem"]
+#: ``"mm"``: split-and-conquer MM on the composite transportation divergence with the KL
+#: cost (Zhang & Chen, JMLR 23, 2022) — hard assignments, moment matching.
+#: ``"hem"``: hierarchical EM over components with virtual samples (Vasconcelos & Lippman,
+#: NIPS 1998) — soft assignments tempered by each component's virtual-sample count.
+REDUCTION_METHODS: tuple[str, ...] = ("mm", "hem")
+
+
+@dataclass(frozen=True)
+class ReductionResult:
+    """Outcome of :func:`reduce_mixture`.
+
+    Attributes
+    ----------
+    state : MixtureState
+        The reduced mixture, ``n_components`` components.
+    objective : float
+        Final objective of the kept restart (lower is better): the composite transportation
+        divergence ``Σ_i w_i min_j KL(φ_i ‖ ψ_j)`` for ``"mm"``, minus the virtual-sample
+        lower bound per virtual sample for ``"hem"`` (both up to a constant of the union).
+    objectives : tuple of float
+        Final objective of every restart, in order.
+    n_iter : int
+        Iterations of the kept restart.
+    converged : bool
+    """
+
+    state: MixtureState
+    objective: float
+    objectives: tuple[float, ...]
+    n_iter: int
+    converged: bool
+
+
+def deregularized_covariances(covariances: np.ndarray, reg_covar: float) -> np.ndarray:
+    """``max(Σ_i − reg_covar·I, 0)`` per component (eigenvalues clipped), shape ``(N, d, d)``.
+
+    The local M-step returned ``S_i + reg_covar·I``; reducing ``S_i`` and regularising the
+    result once gives the reduced model the regularisation a centralized fit has (as
+    :func:`~fedgmm.federated.union.deregularized_factors` does for sampling).
+    """
+    if reg_covar <= 0:
+        return covariances
+    eigval, eigvec = np.linalg.eigh(covariances - reg_covar * np.eye(covariances.shape[1]))
+    return np.einsum("nij,nj,nkj->nik", eigvec, np.clip(eigval, 0.0, None), eigvec)
+
+
+def _typed(cov: np.ndarray, weights: np.ndarray, covariance_type: CovarianceType) -> np.ndarray:
+    """Reduce full ``(K, d, d)`` covariances to ``covariance_type`` (the KL-optimal projection)."""
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        return np.einsum("k,kij->ij", weights / weights.sum(), cov)
+    if covariance_type == "diag":
+        return np.einsum("kii->ki", cov).copy()
+    return np.einsum("kii->k", cov) / cov.shape[1]
+
+
+def _as_full(cov: np.ndarray, covariance_type: CovarianceType, k: int, d: int) -> np.ndarray:
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    if covariance_type == "diag":
+        return cov[:, :, None] * np.eye(d)
+    return cov[:, None, None] * np.eye(d)
+
+
+class _Union:
+    """The union's components about their weighted mean, in the flat forms the updates use."""
+
+    def __init__(self, weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
+        self.w = weights / weights.sum()
+        self.shift = self.w @ means
+        self.mu = means - self.shift
+        self.n, self.d = means.shape
+        self.cov_flat = covs.reshape(self.n, -1)
+        # Second moments about the shift: Σ_i + μ̃_i μ̃_iᵀ.
+        self.m2_flat = self.cov_flat + (self.mu[:, :, None] * self.mu[:, None, :]).reshape(self.n, -1)
+
+    def moment_match(
+        self, resp: np.ndarray, reg_covar: float, covariance_type: CovarianceType
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weights, means (about the shift) and typed covariances of ``Σ_i w_i h_ij φ_i`` per j."""
+        wr = resp * self.w[:, None]
+        mass = wr.sum(axis=0)
+        safe = np.maximum(mass, np.finfo(np.float64).tiny)
+        mu = (wr.T @ self.mu) / safe[:, None]
+        m2 = (wr.T @ self.m2_flat).reshape(-1, self.d, self.d) / safe[:, None, None]
+        cov = m2 - mu[:, :, None] * mu[:, None, :]
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1)) + reg_covar * np.eye(self.d)
+        return mass / mass.sum(), mu, _typed(cov, mass, covariance_type)
+
+    def kl_costs(self, mu: np.ndarray, cov_full: np.ndarray) -> np.ndarray:
+        """``2·KL(φ_i ‖ ψ_j) + d + log det Σ_i`` for every pair, shape ``(N, K)``.
+
+        ``2 KL = tr(Σ_j⁻¹ Σ_i) + (μ_i − μ_j)ᵀ Σ_j⁻¹ (μ_i − μ_j) + log det Σ_j − log det Σ_i − d``;
+        the last two terms depend on ``i`` only, so they are left out (singular ``Σ_i``,
+        e.g. a deregularised one-point component, are then fine).
+        """
+        chol = np.linalg.cholesky(cov_full)
+        eye = np.broadcast_to(np.eye(self.d), cov_full.shape)
+        inv_chol = np.linalg.solve(chol, eye)  # L_j⁻¹, so Σ_j⁻¹ = L_j⁻ᵀ L_j⁻¹
+        prec = np.einsum("kji,kjl->kil", inv_chol, inv_chol)
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        trace = self.cov_flat @ prec.reshape(prec.shape[0], -1).T
+        z = np.einsum("kij,nj->nki", inv_chol, self.mu) - np.einsum("kij,kj->ki", inv_chol, mu)[None]
+        return trace + np.einsum("nki,nki->nk", z, z) + logdet[None, :]
+
+
+def _initial_labels(union: _Union, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Weighted k-means++ seeds over the union's means; each component joins its nearest seed."""
+    seed = int(rng.integers(0, 2**31 - 1))
+    _, idx = kmeans_plusplus(union.mu, k, sample_weight=union.w, random_state=seed)
+    dist = ((union.mu[:, None, :] - union.mu[idx][None, :, :]) ** 2).sum(axis=2)
+    labels = dist.argmin(axis=1)
+    labels[idx] = np.arange(k)  # a seed's own component keeps its group non-empty
+    return labels
+
+
+def _fill_empty(labels: np.ndarray, costs: np.ndarray, union: _Union, k: int) -> np.ndarray:
+    """Give every empty group the component that currently costs the most (weighted)."""
+    counts = np.bincount(labels, minlength=k)
+    if np.all(counts > 0):
+        return labels
+    labels = labels.copy()
+    contrib = union.w * costs[np.arange(labels.shape[0]), labels]
+    for j in np.flatnonzero(counts == 0):
+        movable = np.bincount(labels, minlength=k)[labels] > 1
+        i = int(np.argmax(np.where(movable, contrib, -np.inf)))
+        labels[i] = j
+        contrib[i] = -np.inf
+    return labels
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    resp = np.zeros((labels.shape[0], k))
+    resp[np.arange(labels.shape[0]), labels] = 1.0
+    return resp
+
+
+def _run(
+    union: _Union,
+    k: int,
+    labels: np.ndarray,
+    method: str,
+    virtual: np.ndarray,
+    reg_covar: float,
+    covariance_type: CovarianceType,
+    max_iter: int,
+    tol: float,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, int, bool]:
+    resp = _one_hot(labels, k)
+    params = union.moment_match(resp, reg_covar, covariance_type)
+    objective = np.inf
+    converged = False
+    n_iter = 0
+    for it in range(1, max_iter + 1):
+        n_iter = it
+        weights, mu, cov = params
+        costs = union.kl_costs(mu, _as_full(cov, covariance_type, k, union.d))
+        if method == "mm":
+            new_labels = _fill_empty(costs.argmin(axis=1), costs, union, k)
+            new_obj = 0.5 * float(union.w @ costs[np.arange(union.n), new_labels])
+            resp = _one_hot(new_labels, k)
+            done = np.array_equal(new_labels, labels)
+            labels = new_labels
+        else:
+            # Vasconcelos & Lippman: log h_ij = log π_j − N_i·KL(φ_i‖ψ_j) + const_i, N_i virtual samples.
+            with np.errstate(divide="ignore"):
+                logits = np.log(weights)[None, :] - 0.5 * virtual[:, None] * costs
+            mx = logits.max(axis=1, keepdims=True)
+            h = np.exp(logits - mx)
+            total = h.sum(axis=1, keepdims=True)
+            resp = h / total
+            # Per virtual sample: −(1/M) Σ_i log Σ_j π_j exp(−N_i KL_ij).
+            new_obj = -float(np.sum(mx[:, 0] + np.log(total[:, 0])) / virtual.sum())
+            done = abs(objective - new_obj) <= tol * max(1.0, abs(new_obj))
+        params = union.moment_match(resp, reg_covar, covariance_type)
+        improved = objective - new_obj
+        objective = new_obj
+        if done or (method == "mm" and 0 <= improved <= tol * max(1.0, abs(new_obj))):
+            converged = True
+            break
+    return params, objective, n_iter, converged
+
+
+def reduce_mixture(
+    union: MixtureState,
+    n_components: int,
+    *,
+    covariance_type: CovarianceType | None = None,
+    method: ReductionMethod = "mm",
+    n_init: int = 5,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    reg_covar: float = 1e-6,
+    local_reg_covar: float = 0.0,
+    virtual_samples: float | np.ndarray | None = None,
+    seed: int | np.random.Generator = 0,
+) -> ReductionResult:
+    """Reduce a mixture of N components to ``n_components`` from its parameters only.
+
+    Deterministic for a given ``seed``; its cost is ``O(n_init · max_iter · N · K · d²)``,
+    independent of how many rows the clients hold or claim.
+
+    Parameters
+    ----------
+    union : MixtureState
+        The size-weighted union of the clients' local models (any covariance type).
+    n_components : int
+        K of the result. A union of at most K components is returned as it is (its
+        covariances only re-typed, de- and re-regularised).
+    covariance_type : {"full", "tied", "diag", "spherical"}, optional
+        Type of the result; the union's by default (full for a tied union of several clients).
+    method : {"mm", "hem"}, default="mm"
+        ``"mm"``: minimise the composite transportation divergence
+        ``Σ_i w_i min_j KL(φ_i ‖ ψ_j)`` by majorisation-minimisation: assign every union
+        component to the reduced component it diverges least from, then moment-match each
+        group (its KL barycentre) — Zhang & Chen (JMLR 23, 2022), eqs. (10)–(12).
+        ``"hem"``: hierarchical EM (Vasconcelos & Lippman, NIPS 1998) with
+        ``N_i = virtual_samples · w_i`` virtual samples per component: soft assignments
+        ``h_ij ∝ π_j exp(−N_i KL(φ_i ‖ ψ_j))`` and a moment-matching M-step. With large
+        ``N_i`` it approaches ``"mm"``.
+    n_init : int, default=5
+        Restarts from weighted k-means++ seeds over the union's means; the lowest final
+        objective wins.
+    max_iter : int, default=100
+    tol : float, default=1e-6
+        Relative change of the objective that stops a restart (``"mm"`` also stops when no
+        assignment changes).
+    reg_covar : float, default=1e-6
+        Added once to every reduced covariance (the global fit's regularisation).
+    local_reg_covar : float, default=0.0
+        The clients' ``reg_covar``, taken off the union's covariances first (eigenvalues
+        clipped at 0), so the result is regularised once.
+    virtual_samples : float or ndarray of shape (N,), optional
+        ``"hem"`` only: total virtual samples ``M`` (so ``N_i = M w_i``), or ``N_i`` per
+        component. Defaults to ``N``, one virtual point per component on average. Pass the
+        clients' total ``Σ n_c`` to give each component as many points as it summarises.
+    seed : int or numpy.random.Generator, default=0
+        Seeds the k-means++ restarts.
+
+    Returns
+    -------
+    ReductionResult
+
+    Raises
+    ------
+    ValueError
+        On an unknown method, ``n_components < 1`` or ``n_init < 1``.
+    """
+    if method not in REDUCTION_METHODS:
+        raise ValueError(f"method must be one of {list(REDUCTION_METHODS)}, got {method!r}.")
+    if n_components < 1 or n_init < 1 or max_iter < 1:
+        raise ValueError(
+            f"n_components, n_init and max_iter must be >= 1, got {n_components}, {n_init}, {max_iter}."
+        )
+    ctype: CovarianceType = covariance_type or (
+        "full" if union.covariance_type == "tied" else union.covariance_type
+    )
+    covs = deregularized_covariances(full_covariances(union), local_reg_covar)
+    data = _Union(np.asarray(union.weights), np.asarray(union.means), covs)
+    if union.n_components <= n_components:
+        weights, mu, cov = data.moment_match(np.eye(data.n), reg_covar, ctype)
+        state = MixtureState.from_covariances(weights, mu + data.shift, cov, ctype)
+        return ReductionResult(state, 0.0, (0.0,), 0, True)
+    if virtual_samples is None:
+        virtual = np.full(data.n, 1.0)
+    else:
+        v = np.asarray(virtual_samples, dtype=np.float64)
+        virtual = v * data.w if v.ndim == 0 else v
+        if virtual.shape != (data.n,) or np.any(virtual <= 0):
+            raise ValueError("virtual_samples must be a positive total or one positive count per component.")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    best: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, int, bool] | None = None
+    objectives = []
+    for _ in range(n_init):
+        labels = _initial_labels(data, n_components, rng)
+        run = _run(data, n_components, labels, method, virtual, reg_covar, ctype, max_iter, tol)
+        objectives.append(run[1])
+        if best is None or run[1] < best[1]:
+            best = run
+    assert best is not None
+    (weights, mu, cov), objective, n_iter, converged = best
+    state = MixtureState.from_covariances(weights, mu + data.shift, cov, ctype)
+    return ReductionResult(state, objective, tuple(objectives), n_iter, converged)
