@@ -7,6 +7,13 @@
 #                       ${FEDGMM_DATA_HOME:-$HOME/.cache/fedgmm}/debian (no R needed)
 # Idempotent: whatever is already present is skipped. Runs non-interactively as root (CI);
 # as another user it uses sudo when available and otherwise prints what to run.
+#
+#   scripts/install-data.sh           install what is missing
+#   scripts/install-data.sh --check   install nothing: exit 0 when every data set is present,
+#                                     else 1, listing (stdout) each missing data set and the
+#                                     tests under tests/ that will skip without it.
+# Presence is looked up where fedgmm.datasets.locate looks: $FEDGMM_FASHION_MNIST_DIR and
+# $FEDGMM_MLBENCH_DIR when set (and then only there), else the system paths and $FEDGMM_DATA_HOME.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -27,6 +34,64 @@ have_all() {  # have_all DIR FILE... -> true when every FILE exists and is non-e
     local f
     for f in "$@"; do [[ -s "${dir}/${f}" ]] || return 1; done
 }
+
+# --- --check: presence only, cheap (no apt, no Python) -------------------------------------
+# data set -> files it needs (mlbench: one .rda each; Fashion-MNIST: the four IDX files)
+declare -A MLBENCH_OF=([shuttle]=Shuttle.rda [satellite]=Satellite.rda [breastw]=BreastCancer.rda)
+
+fmnist_dirs() { if [[ -n "${FEDGMM_FASHION_MNIST_DIR:-}" ]]; then echo "${FEDGMM_FASHION_MNIST_DIR}"; else echo "${FMNIST_DIR}"; fi; }
+mlbench_dirs() {
+    if [[ -n "${FEDGMM_MLBENCH_DIR:-}" ]]; then echo "${FEDGMM_MLBENCH_DIR}"
+    else printf '%s\n' "/${MLBENCH_SUFFIX}" "${DEB_ROOT}/${MLBENCH_SUFFIX}"; fi
+}
+found_in() {  # found_in FILE... < dirs -> true when one of the dirs holds every FILE
+    local dir
+    while IFS= read -r dir; do have_all "${dir}" "$@" && return 0; done
+    return 1
+}
+
+tests_needing() {  # tests_needing NAME -> test ids under tests/ that skip without data set NAME
+    local repo tests fixture='^$NEVER'
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    tests="${repo}/tests"
+    [[ -d "${tests}" ]] || return 0
+    [[ "$1" == fashion-mnist ]] && fixture='def test_[A-Za-z0-9_]*\(.*fashion_mnist: Dataset'
+    find "${tests}" -name 'test_*.py' -print0 | sort -z | xargs -0 awk -v pat="require(_data)?\\(\"$1\"\\)" \
+        -v fix="${fixture}" -v root="${repo}/" '
+        /^[ \t]*def test_/ { name = $0; sub(/^[ \t]*def /, "", name); sub(/\(.*/, "", name)
+                             if ($0 ~ fix) print substr(FILENAME, length(root) + 1) "::" name; next }
+        name != "" && $0 ~ pat { print substr(FILENAME, length(root) + 1) "::" name }' | sort -u
+    # shipped studies whose quick profile reads the data set (tests/experiments/test_shipped_studies.py)
+    local toml
+    for toml in "${repo}"/src/fedgmm/studies/*.toml; do
+        [[ -f "${toml}" ]] || continue
+        awk -v want="\"$1\"" '
+            /^\[/ { quick = ($0 ~ /^\[profiles\.quick\]/) }
+            /^datasets[ \t]*=/ { if (quick) q = $0; else if (top == "") top = $0 }
+            END { line = (q != "") ? q : top; exit !(index(line, want) > 0) }' "${toml}" \
+            && echo "tests/experiments/test_shipped_studies.py::test_quick_profile_runs[$(basename "${toml}" .toml)]"
+    done
+    return 0
+}
+
+if [[ "${1:-}" == --check ]]; then
+    MISSING=0
+    if ! fmnist_dirs | found_in "${FMNIST_FILES[@]}"; then
+        MISSING=1
+        echo "fashion-mnist (Debian package dataset-fashion-mnist; looked in $(fmnist_dirs | paste -sd' '))"
+        tests_needing fashion-mnist | sed 's/^/    /'
+    fi
+    for name in shuttle satellite breastw; do
+        if ! mlbench_dirs | found_in "${MLBENCH_OF[$name]}"; then
+            MISSING=1
+            echo "${name} (${MLBENCH_OF[$name]} of r-cran-mlbench; looked in $(mlbench_dirs | paste -sd' '))"
+            tests_needing "${name}" | sed 's/^/    /'
+        fi
+    done
+    exit "${MISSING}"
+elif [[ $# -gt 0 ]]; then
+    die "unknown argument '$1' (usage: scripts/install-data.sh [--check])"
+fi
 
 command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 \
     || die "apt-get/dpkg not found: this script needs Debian or Ubuntu. Get the Debian packages \
