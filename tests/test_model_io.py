@@ -695,3 +695,16 @@ def test_tampered_transform_refused(tmp_path: Path) -> None:
         np.savez(fh, **entries)
     with pytest.raises(ModelFileError, match="has no 'transform_matrix' entry"):
         load_model(path)
+
+
+def test_negative_npy_shape_refused(tmp_path: Path) -> None:
+    arrays = good_arrays("spherical")
+    path = write_raw(tmp_path / "m.npz", arrays, metadata_for(arrays, "spherical"))
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    members["metadata.npy"] = _npy_with_header((-1,), members["metadata.npy"][128:], descr="|u1")
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    with pytest.raises(ModelFileError, match=r"'metadata' declares the shape \(-1,\); refused"):
+        read_metadata(path)

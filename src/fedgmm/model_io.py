@@ -500,6 +500,8 @@ def _read_header(fh: IO[bytes], name: str, p: Path) -> _Header:
         raise ModelFileError(
             f"model file {p}: entry {name!r} uses .npy version {version}; refused."
         )
+    if any(int(s) < 0 for s in shape):
+        raise ModelFileError(f"model file {p}: entry {name!r} declares the shape {shape}; refused.")
     return _Header(tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype))
 
 
