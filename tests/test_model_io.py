@@ -708,3 +708,43 @@ def test_negative_npy_shape_refused(tmp_path: Path) -> None:
             zf.writestr(name, blob)
     with pytest.raises(ModelFileError, match=r"'metadata' declares the shape \(-1,\); refused"):
         read_metadata(path)
+
+
+def test_compressed_bomb_refused_before_reading(tmp_path: Path) -> None:
+    import tracemalloc
+
+    k, d = 100_000, 10
+    arrays = {"weights": np.zeros(k), "means": np.zeros((k, d)), "covariances": np.zeros((k, d))}
+    meta = metadata_for(arrays, "diag")
+    path = tmp_path / "m.npz"
+    with open(path, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            allow_pickle=False,
+            **arrays,
+            metadata=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        )
+    assert path.stat().st_size < 200_000  # 16.8 MB of zeros
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match=r"would expand from .* bytes \(more than 50x"):
+            load_mixture(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_compressed_real_model_loads(tmp_path: Path) -> None:
+    arrays = good_arrays("full")
+    path = tmp_path / "m.npz"
+    meta = metadata_for(arrays, "full")
+    with open(path, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            allow_pickle=False,
+            **arrays,
+            metadata=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        )
+    state, _ = load_mixture(path)
+    assert state.means.tobytes() == arrays["means"].tobytes()

@@ -122,6 +122,8 @@ MAX_ARRAY_BYTES = 1 << 30
 MAX_JSON_DEPTH = 32
 #: Most arrays a stored transform may hold.
 MAX_TRANSFORM_ARRAYS = 8
+#: Largest overall expansion of compressed array entries (float64 parameters barely compress).
+MAX_COMPRESSION_RATIO = 50
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # local file header / empty archive
 # Errors the zip and npy readers raise on damaged input.
@@ -557,6 +559,19 @@ def _read_float_array(
         raise _corrupted(p, name, exc) from exc
 
 
+def _check_compression(zf: zipfile.ZipFile, declared: Mapping[str, Any], p: Path) -> None:
+    """Refuse a zip bomb: compressed entries that would expand far beyond their stored bytes."""
+    infos = [zf.getinfo(f"{n}.npy") for n in declared if f"{n}.npy" in zf.namelist()]
+    packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    expanded, stored = sum(i.file_size for i in packed), sum(i.compress_size for i in packed)
+    if expanded > MAX_COMPRESSION_RATIO * stored + _HEADER_SLACK:
+        raise ModelFileError(
+            f"model file {p}: its compressed arrays would expand from {stored:,} to {expanded:,} "
+            f"bytes (more than {MAX_COMPRESSION_RATIO}x, which fitted parameters never compress); "
+            "refused as corrupted or hostile."
+        )
+
+
 def _load_json(raw: bytes, p: Path) -> Any:
     def refuse_constant(token: str) -> Any:
         raise ModelFileError(
@@ -802,6 +817,7 @@ def load_model(path: str | os.PathLike[str], *, max_bytes: int = MAX_ARRAY_BYTES
                 f"(K={k}, d={d}, {cov_type}), more than the limit of {max_bytes:,}; refused. "
                 "Pass max_bytes to load a model this large on purpose."
             )
+        _check_compression(zf, declared, p)
         context = f"the metadata ({cov_type}, n_components={k}, n_features={d})"
         arrays = {
             name: _read_float_array(zf, name, shape, p, context) for name, shape in declared.items()
