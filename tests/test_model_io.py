@@ -748,3 +748,21 @@ def test_compressed_real_model_loads(tmp_path: Path) -> None:
         )
     state, _ = load_mixture(path)
     assert state.means.tobytes() == arrays["means"].tobytes()
+
+
+def test_estimator_save_load_keeps_dataframe_feature_names(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from fedgmm.gaussian_mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    fitted = GaussianMixture(n_components=2, random_state=0).fit(df)
+    path = fitted.save(tmp_path / "m.npz")
+    assert load_model(path).feature_names == ["a", "b", "c"]
+    loaded = GaussianMixture.load(path)
+    assert list(loaded.feature_names_in_) == ["a", "b", "c"]
+    np.testing.assert_array_equal(loaded.score_samples(df), fitted.score_samples(df))
+    with pytest.raises(ValueError, match="same order"):
+        loaded.score_samples(df[["c", "b", "a"]])
+    plain = GaussianMixture(n_components=2, random_state=0).fit(df.to_numpy())
+    assert load_model(plain.save(tmp_path / "p.npz")).feature_names is None

@@ -576,19 +576,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-        """Write the fitted parameters to a model file (plain arrays + JSON metadata, no pickle)."""
+        """Write the fitted parameters (and ``feature_names_in_``, when fitted on a DataFrame) to a
+        model file (plain arrays + JSON metadata, no pickle)."""
         from fedgmm.model_io import save_mixture
 
         check_is_fitted(self)
-        return save_mixture(path, self.state_, extra=extra)
+        names = getattr(self, "feature_names_in_", None)
+        names = None if names is None else [str(n) for n in names]
+        return save_mixture(path, self.state_, extra=extra, feature_names=names)
 
     @classmethod
     def load(cls, path: str | Path) -> GaussianMixture:
         """Read a model file written by :meth:`save` (or any fedgmm model file)."""
-        from fedgmm.model_io import load_mixture
+        from fedgmm.model_io import load_model
 
-        state, _ = load_mixture(path)
-        return cls.from_state(state)
+        model = load_model(path)
+        est = cls.from_state(model.state)
+        if model.feature_names is not None:  # DataFrames are then checked by column name
+            est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
+        return est
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
