@@ -232,13 +232,15 @@ def statistics_from_responsibilities(
     stats = SufficientStatistics.zeros(k, d, covariance_type, shift)
     kernel = make_kernel(covariance_type, k, d)
     nk, sx = stats.nk, stats.sx
-    shift_c = stats.shift.astype(X.dtype)
+    # Always float64: initial responsibilities are often one-hot at single rows, whose
+    # covariance ``Σ r x̃x̃ᵀ/N − μ̃μ̃ᵀ`` is 0 + reg_covar only if the cancellation is exact
+    # well below reg_covar (float32 products leave ~1e-7·‖x̃‖², not positive definite).
     for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
-        xc = X[rows] - shift_c
-        r = resp[rows].astype(X.dtype, copy=False)
+        xc = X[rows].astype(np.float64) - stats.shift
+        r = resp[rows].astype(np.float64, copy=False)
         w = None
         if sample_weight is not None:
-            w = sample_weight[rows].astype(X.dtype, copy=False)
+            w = np.asarray(sample_weight[rows], dtype=np.float64)
             r = r * w[:, None]
         nk += r.sum(axis=0, dtype=np.float64)
         sx += r.T @ xc
