@@ -157,14 +157,22 @@ def init_from_union(union: MixtureState, k: int, rng: np.random.Generator) -> Mi
 
 
 def sample_and_fit(
-    union: MixtureState, factors: np.ndarray, total: int, k: int, starts: int, seed: int
+    union: MixtureState, factors: np.ndarray, total: int, k: int, starts: int, seed: int,
+    dereg: MixtureState | None = None,
 ) -> list[tuple[float, MixtureState]]:
-    """FedGenGMM's server step, one (train lower bound, model) per start, in start order."""
+    """FedGenGMM's server step, one (train lower bound, model) per start, in start order.
+
+    With ``dereg`` each start is the MM reduction of that (deregularised) union instead of
+    the library's one-step k-means++ merge.
+    """
     rng = np.random.default_rng([seed, 0x5E5])
     synthetic, _ = sample_gaussians(union.weights, union.means, factors, SYNTHETIC_FACTOR * total, rng)
     out = []
     for _ in range(starts):
-        st = init_from_union(union, k, rng)
+        if dereg is None:
+            st = init_from_union(union, k, rng)
+        else:
+            st = reduce_mixture(dereg, k, n_init=1, reg_covar=GLOBAL_REG, seed=rng).state
         m = _gmm(k, GLOBAL_REG, int(rng.integers(0, 2**31 - 1)), weights_init=st.weights,
                  means_init=st.means, precisions_init=st.precisions)
         with warnings.catch_warnings():
@@ -246,8 +254,9 @@ def run_cell(name: str, alpha: float, seed: int, locals_: list[str], aggs: list[
             if not todo:
                 continue
             t = time.perf_counter()
-            if agg == "sample":
-                runs = sample_and_fit(union, factors, sum(counts), reg.k, max(todo), seed)
+            if agg in ("sample", "sample-mm"):
+                runs = sample_and_fit(union, factors, sum(counts), reg.k, max(todo), seed,
+                                      dereg if agg == "sample-mm" else None)
                 secs = (time.perf_counter() - t) / max(todo)
                 for s in todo:
                     best = max(runs[:s], key=lambda r: r[0])[1]

@@ -118,8 +118,9 @@ class _Union:
         prec = np.einsum("kji,kjl->kil", inv_chol, inv_chol)
         logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         trace = self.cov_flat @ prec.reshape(prec.shape[0], -1).T
-        z = np.einsum("kij,nj->nki", inv_chol, self.mu) - np.einsum("kij,kj->ki", inv_chol, mu)[None]
-        return trace + np.einsum("nki,nki->nk", z, z) + logdet[None, :]
+        # (K, N, d) whitened differences L_j⁻¹(μ_i − μ_j), by batched GEMM.
+        z = np.matmul(self.mu[None], inv_chol.transpose(0, 2, 1)) - np.matmul(inv_chol, mu[:, :, None]).transpose(0, 2, 1)
+        return trace + np.einsum("kni,kni->nk", z, z) + logdet[None, :]
 
 
 def _initial_labels(union: _Union, k: int, rng: np.random.Generator) -> np.ndarray:

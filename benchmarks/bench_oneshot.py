@@ -1,0 +1,88 @@
+"""Server aggregation time: sample-free reduction vs sampling + EM, for many clients' local models.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_oneshot.py [--clients 1000] [--local-k 10] [--dim 32] [--k 10]
+
+Synthetic local models: each client's components are noisy pieces of K overlapping
+clusters (random full covariances). Prints wall seconds per aggregation.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from fedgmm.federated.reduce import reduce_mixture
+from fedgmm.federated.union import deregularized_factors, union_mixture
+from fedgmm.gaussian_mixture import GaussianMixture
+from fedgmm.mixture import MixtureState, sample_gaussians
+
+
+class Timer:
+    """Wall and CPU seconds of a block (CPU time is the fairer figure on a shared machine)."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:.3f} s wall, {self.cpu:.3f} s CPU"
+
+
+def local_models(n_clients: int, local_k: int, d: int, k: int, seed: int) -> list[MixtureState]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(k, d))
+    out = []
+    for _ in range(n_clients):
+        lab = rng.integers(k, size=local_k)
+        a = rng.normal(size=(local_k, d, d)) / np.sqrt(d)
+        out.append(MixtureState.from_covariances(
+            rng.dirichlet(np.ones(local_k)), centres[lab] + rng.normal(scale=0.5, size=(local_k, d)),
+            a @ a.transpose(0, 2, 1) + 0.05 * np.eye(d), "full"))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--local-k", type=int, default=10)
+    p.add_argument("--dim", type=int, default=32)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--rows-per-client", type=int, default=100)
+    p.add_argument("--skip-sampling", action="store_true")
+    a = p.parse_args()
+    states = local_models(a.clients, a.local_k, a.dim, a.k, 0)
+    counts = [a.rows_per_client] * a.clients
+    with Timer() as t:
+        union = union_mixture(states, counts)
+    print(f"union of {union.n_components} components (d = {a.dim}): {t}")
+    for method in ("mm", "hem"):
+        for n_init in (1, 5):
+            with Timer() as t:
+                r = reduce_mixture(union, a.k, method=method, n_init=n_init, local_reg_covar=0.05,  # type: ignore[arg-type]
+                                   virtual_samples=float(sum(counts)), seed=0)
+            print(f"reduce to K = {a.k}, {method}, n_init={n_init}: {t} ({r.n_iter} iterations)")
+    if not a.skip_sampling:
+        with Timer() as t:
+            rng = np.random.default_rng(0)
+            x, _ = sample_gaussians(union.weights, union.means, deregularized_factors(union, 0.05), 5 * sum(counts), rng)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                GaussianMixture(a.k, random_state=0).fit(x)
+        print(f"sample 5 x Σn = {x.shape[0]} rows + EM to K = {a.k}: {t}")
+
+
+if __name__ == "__main__":
+    main()
