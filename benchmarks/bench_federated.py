@@ -26,8 +26,9 @@ from sklearn.exceptions import ConvergenceWarning
 from fedgmm import GaussianMixture
 from fedgmm.datasets import load_dataset
 from fedgmm.federated.fedgengmm import GlobalFitSettings, fit_global_model, server_rng
-from fedgmm.federated.runner import MethodSpec, run_method
+from fedgmm.federated.spec import MethodSpec
 from fedgmm.federated.union import union_mixture
+from fedgmm.inprocess import run_inprocess as run_method
 from fedgmm.partition import DirichletPartitioner
 
 

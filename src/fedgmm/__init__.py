@@ -12,13 +12,13 @@ __all__ = ["FedGenGMM", "FederatedEM", "GaussianMixture", "MixtureState", "__ver
 _LAZY = {
     "GaussianMixture": "fedgmm.gaussian_mixture",
     "MixtureState": "fedgmm.mixture",
-    "FedGenGMM": "fedgmm.federated",
-    "FederatedEM": "fedgmm.federated",
+    "FedGenGMM": "fedgmm.inprocess",
+    "FederatedEM": "fedgmm.inprocess",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fedgmm.federated import FederatedEM, FedGenGMM
     from fedgmm.gaussian_mixture import GaussianMixture
+    from fedgmm.inprocess import FederatedEM, FedGenGMM
     from fedgmm.mixture import MixtureState
 
 

@@ -47,7 +47,18 @@ def as_random_state(seed: SeedLike) -> np.random.RandomState:
     )
 
 
-def spawn_seeds(seed: SeedLike, n: int) -> list[int]:
-    """``n`` independent integer seeds derived from ``seed`` (deterministic for an int seed)."""
-    rng = as_generator(seed)
-    return [int(s) for s in rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)]
+def as_seed(seed: SeedLike) -> int:
+    """An int run seed from ``seed`` (the facades' ``random_state``).
+
+    An ``int`` is kept; a Generator or RandomState gives one draw in ``[0, 2**31 − 1)``
+    (advancing it); ``None`` gives fresh OS entropy.
+    """
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return int(seed)
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**31 - 1))
+    if isinstance(seed, np.random.RandomState):
+        return int(seed.randint(0, 2**31 - 1))
+    raise ValueError(f"random_state must be an int, a Generator, a RandomState or None, got {seed!r}.")

@@ -46,7 +46,7 @@ def test_one_client_with_a_huge_synthetic_set_recovers_its_model(blob_data) -> N
     np.testing.assert_allclose(fg.global_model_.means_[order], local.means_[ref], atol=0.1)
 
 
-def test_clients_with_different_local_k(blob_data) -> None:
+def test_clients_with_different_local_k(blob_data, blobs) -> None:
     """Local models of 2 … 20 components merge into one union and one global model."""
     X, _, X_test = blob_data
     states, counts = [], []
@@ -59,8 +59,13 @@ def test_clients_with_different_local_k(blob_data) -> None:
     assert union.n_components == 38
     np.testing.assert_allclose(union.weights.sum(), 1.0)
     np.testing.assert_allclose(union.weights[:2].sum(), counts[0] / sum(counts))
-    fg = FedGenGMM(4, local_components=(2, 20), random_state=0).fit([X[i::4] for i in range(4)])
-    assert len({m.n_components for m in fg.local_models_}) >= 1
+    # One client holds a single blob, the other six: BIC gives them different local K.
+    one, _ = blobs(600, 3, 1, seed=1)
+    six, _ = blobs(600, 3, 6, seed=2, spread=8.0)
+    fg = FedGenGMM(4, local_components=(2, 20), random_state=0).fit([one, six])
+    ks = [m.n_components for m in fg.local_models_]
+    assert len(set(ks)) > 1, f"the clients should have chosen different local K: {ks}"
+    assert fg.union_model_.n_components == sum(ks)
     assert np.isfinite(fg.score(X_test))
 
 

@@ -13,7 +13,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from fedgmm.em import e_step
 from fedgmm.exceptions import PayloadError
 from fedgmm.federated.fedgengmm import GlobalFitSettings, run_fedgengmm
-from fedgmm.federated.inprocess import InProcessTransport
 from fedgmm.federated.local import LocalFitSettings, fit_local_model
 from fedgmm.federated.messages import (
     MomentsReply,
@@ -25,6 +24,7 @@ from fedgmm.federated.messages import (
     encode_statistics,
 )
 from fedgmm.federated.transport import CommunicationLog, Reply
+from fedgmm.inprocess import InProcessTransport
 from fedgmm.mixture import MixtureState
 
 

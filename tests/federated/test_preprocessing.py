@@ -8,9 +8,9 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from fedgmm.federated.fedgengmm import GlobalFitSettings, run_fedgengmm
-from fedgmm.federated.inprocess import InProcessTransport
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.preprocessing import run_preprocessing, transform_from_moments
+from fedgmm.inprocess import InProcessTransport
 
 
 def data(seed: int = 0) -> list[np.ndarray]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from flwr.app import Context, Error, Message, Metadata, RecordDict
 from flwr.common.constant import ErrorCode
+from wire_testing import roundtrip
 
-from fedgmm.federated.messages import roundtrip
 from fedgmm.flower.client_app import app as client_app
 
 #: A fault for one node: "timeout" (no reply), "dead" (SuperLink's NODE_UNAVAILABLE
@@ -106,11 +106,10 @@ def inprocess_reference(run_config: dict[str, Any], n_clients: int = 3) -> tuple
     Preprocessing runs over its own InProcessTransport (as the study runner does); the
     method then gets the transform, exactly like the ServerApp.
     """
-    from fedgmm.federated.inprocess import InProcessTransport
     from fedgmm.federated.preprocessing import run_preprocessing
-    from fedgmm.federated.runner import run_method
     from fedgmm.flower.settings import RunSettings
     from fedgmm.flower.task import client_partitions
+    from fedgmm.inprocess import InProcessTransport, run_inprocess
 
     settings = RunSettings.from_run_config(run_config)
     clients = client_partitions(settings.data, n_clients)
@@ -120,7 +119,7 @@ def inprocess_reference(run_config: dict[str, Any], n_clients: int = 3) -> tuple
         pca = settings.pca_components if settings.preprocessing == "pca" else None
         transform, _ = run_preprocessing(transport, standardize=True, n_components=pca)
         log = transport.communication
-    return run_method(settings.spec, clients, seed=settings.seed, transform=transform), log, transform
+    return run_inprocess(settings.spec, clients, seed=settings.seed, transform=transform), log, transform
 
 
 def process_tree(pids: list[int]) -> dict[int, int]:

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
-from fedgmm.flower.cli import app, parse_overrides
+from fedgmm.cli.flower import app, parse_overrides
 from fedgmm.flower.control import (
     Connection,
     parse_json_output,

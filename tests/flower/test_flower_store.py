@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import RecordDict
+from wire_testing import roundtrip
 
-from fedgmm.federated.messages import roundtrip
 from fedgmm.flower.store import StateStore
 from fedgmm.mixture import MixtureState
 

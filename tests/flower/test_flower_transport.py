@@ -10,11 +10,11 @@ from flower_testing import FakeGrid, make_message, partition_nodes
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedgmm.federated.client import DOWNLOAD, MOMENTS
-from fedgmm.federated.inprocess import InProcessTransport
 from fedgmm.federated.messages import encode_request
 from fedgmm.flower.settings import DataSettings
 from fedgmm.flower.task import client_partitions
 from fedgmm.flower.transport import FlowerTransport, claimed_client_id, describe_error
+from fedgmm.inprocess import InProcessTransport
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

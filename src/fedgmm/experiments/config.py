@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 import difflib
 import tomllib
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fedgmm.federated.runner import METHODS
+from fedgmm.datasets.partition import PARTITIONERS
+from fedgmm.federated.spec import METHODS, MethodSpec, parse_local_components
 from fedgmm.types import COVARIANCE_TYPES
 
-PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "quantity")
 PREPROCESSING_MODES = ("federated", "public", "none")
 SWEEPABLE = ("local_components", "synthetic_size", "hybrid_rounds", "contamination", "n_components")
 
@@ -42,23 +43,30 @@ class PreprocessingConfig:
     pca: int = 0
 
 
+#: :class:`MethodSpec` fields a study's ``[model]`` table sets (the method comes from
+#: ``methods``; ``min_clients`` and ``local_n_init`` keep the spec's defaults). Every other
+#: spec field is a ``[model]`` key with the spec's default, so a new hyper-parameter needs
+#: no change here.
+SPEC_KEYS = tuple(f.name for f in fields(MethodSpec) if f.name not in ("method", "min_clients", "local_n_init"))
+#: Old ``[model]`` keys still accepted for one release (with a FutureWarning).
+RENAMED_KEYS = {"tol": "fit_tol", "em_tol": "round_tol"}
+_SPEC_DEFAULTS = {f.name: f.default for f in fields(MethodSpec) if f.default is not MISSING}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model settings shared by every method of the study."""
+    """Model settings shared by every method of the study.
 
-    n_components: int = 10
-    covariance_type: str = "full"
-    local_components: int | tuple[int, int] | None = None
-    synthetic_size: float | int = 5.0
-    reg_covar: float = 1e-6
-    max_iter: int = 100
-    tol: float = 1e-3
-    max_rounds: int = 40
-    em_tol: float = 1e-3
-    init: str = "kmeans++"
+    Attributes
+    ----------
+    spec : MethodSpec
+        The template every method's spec is made from (its ``method`` is replaced).
+    hybrid_rounds : int
+        Federated EM rounds of the hybrid (FedGenGMM followed by EM).
+    """
+
+    spec: MethodSpec = field(default_factory=lambda: MethodSpec("fedgengmm"))
     hybrid_rounds: int = 3
-    min_samples_per_component: int = 5
-    n_init: int = 1
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ _SECTION_KEYS = {
                   "num_classes_per_partition", "class_assignment_mode", "self_balancing", "max_attempts",
                   "regimes"},
     "preprocessing": {"mode", "standardize", "pca"},
-    "model": {f for f in ModelConfig.__dataclass_fields__},
+    "model": {*SPEC_KEYS, *RENAMED_KEYS, "hybrid_rounds"},
     "sweep": set(SWEEPABLE),
     "contamination": {"share", "margin", "clean_preprocessing"},
     "ood": {"classes"},
@@ -148,13 +156,53 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
 
 
 def _local_components(value: Any, where: str) -> int | tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        lo, hi = value
-        if 1 <= lo <= hi:
-            return (lo, hi)
-    raise _fail(where, f"local_components must be an int >= 1 or a [min, max] pair, got {value!r}.")
+    ok = isinstance(value, int) or (isinstance(value, list | tuple) and all(isinstance(v, int) for v in value))
+    try:
+        parsed = parse_local_components(value) if ok and value is not None else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise _fail(where, f"local_components must be an int >= 1 or a [min, max] pair, got {value!r}.")
+    return parsed
+
+
+def _model_config(model_data: dict[str, Any], where: str) -> ModelConfig:
+    """The ``[model]`` table as a :class:`ModelConfig`; types checked against the spec's defaults."""
+    model_data = dict(model_data)
+    for old, new in RENAMED_KEYS.items():
+        if old in model_data:
+            if new in model_data:
+                raise _fail(where, f"[model] sets both {old!r} and its new name {new!r}; keep {new!r}.")
+            warnings.warn(f"{where}: [model] {old!r} is deprecated and will be removed in the next release; "
+                          f"call it {new!r}.", FutureWarning, stacklevel=4)  # fmt: skip
+            model_data[new] = model_data.pop(old)
+    if "local_components" in model_data:
+        model_data["local_components"] = _local_components(model_data["local_components"], where)
+    for key, value in model_data.items():
+        default = 3 if key == "hybrid_rounds" else _SPEC_DEFAULTS[key]
+        if key == "local_components":
+            continue
+        if key == "synthetic_size":
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        elif key == "n_components" or (isinstance(default, int) and not isinstance(default, bool)):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float) or default is None:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            expected = "float" if default is None else type(default).__name__
+            raise _fail(where, f"[model] {key} = {value!r} has the wrong type; expected {expected}.")
+    covariance_type = model_data.get("covariance_type", "full")
+    if covariance_type not in COVARIANCE_TYPES:
+        raise _fail(where, f"[model] covariance_type must be one of {list(COVARIANCE_TYPES)}, got {covariance_type!r}.")
+    hybrid_rounds = model_data.pop("hybrid_rounds", 3)
+    try:
+        return ModelConfig(MethodSpec("fedgengmm", **model_data), hybrid_rounds)
+    except ValueError as exc:
+        raise _fail(where, f"[model] {exc}") from exc
 
 
 def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str | None = None) -> StudyConfig:
@@ -211,28 +259,7 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
     )
     if preprocessing.mode not in PREPROCESSING_MODES:
         raise _fail(where, f"[preprocessing] mode must be one of {list(PREPROCESSING_MODES)}, got {preprocessing.mode!r}.")
-    model_data = dict(data.get("model", {}))
-    if "local_components" in model_data:
-        model_data["local_components"] = _local_components(model_data["local_components"], where)
-    for key, value in model_data.items():
-        default = getattr(ModelConfig, key)
-        if key == "local_components":
-            continue
-        if key == "synthetic_size":
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-        elif isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise _fail(where, f"[model] {key} = {value!r} has the wrong type; expected {type(default).__name__}.")
-    model = ModelConfig(**model_data)
-    if model.covariance_type not in COVARIANCE_TYPES:
-        raise _fail(where, f"[model] covariance_type must be one of {list(COVARIANCE_TYPES)}, got {model.covariance_type!r}.")
+    model = _model_config(dict(data.get("model", {})), where)
     sweep: dict[str, tuple[Any, ...]] = {}
     for key, values in data.get("sweep", {}).items():
         if not isinstance(values, list) or not values:

@@ -18,19 +18,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fedgmm.datasets import Dataset, load_dataset
-from fedgmm.datasets.split import DEFAULT_REGIMES, MIN_CLASSES_FOR_LABEL_SKEW, partition_labels
+from fedgmm.datasets.recipe import partition_rows
+from fedgmm.datasets.split import DEFAULT_REGIMES, MIN_CLASSES_FOR_LABEL_SKEW
 from fedgmm.datasets.split import split_dataset as split_rows
 from fedgmm.em.stats import score_samples
 from fedgmm.experiments.config import StudyConfig
 from fedgmm.experiments.results import RESULTS_FILE, ResultRow, RoundPoint, append_rows, read_rows
-from fedgmm.federated.inprocess import InProcessTransport
-from fedgmm.federated.local import resolve_local_components
 from fedgmm.federated.preprocessing import Transform, run_preprocessing, transform_from_moments
-from fedgmm.federated.runner import MethodRun, MethodSpec, run_method
+from fedgmm.federated.spec import MethodSpec, resolve_local_components
 from fedgmm.federated.transport import CommunicationLog
+from fedgmm.inprocess.runner import MethodRun, run_inprocess
+from fedgmm.inprocess.transport import InProcessTransport
 from fedgmm.mixture import MixtureState
 from fedgmm.model_io import save_mixture
-from fedgmm.partition import make_partitioner, partitioner_arguments
 
 LABELS = {
     "centralized": "Centralized",
@@ -92,14 +92,6 @@ def split_dataset(
     return split_rows(ds, test_fraction=config.test_fraction, seed=seed, ood_classes=config.ood_classes)
 
 
-def _partitioner_args(config: StudyConfig, alpha: float | None, seed: int) -> dict[str, Any]:
-    p = config.partition
-    return partitioner_arguments(
-        p.name, num_partitions=p.num_partitions, alpha=alpha, min_partition_size=p.min_partition_size,
-        seed=seed, extra=p.extra,
-    )
-
-
 def contaminate(
     clients: list[np.ndarray], fraction: float, config: StudyConfig, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -131,9 +123,11 @@ def prepare_cell(
 ) -> DataCell:
     """Split, partition, contaminate and (federatedly) preprocess one data cell."""
     X_train, y_train, X_test, X_ood = split_dataset(ds, config, seed)
-    partitioner = make_partitioner(config.partition.name, **_partitioner_args(config, alpha, seed))
-    parts = partitioner.split(partition_labels(X_train, y_train, config.partition.regimes, seed))
-    clean = [X_train[idx] for idx in parts]
+    p = config.partition
+    clean = partition_rows(
+        X_train, y_train, partitioner=p.name, num_partitions=p.num_partitions, alpha=alpha,
+        min_partition_size=p.min_partition_size, regimes=p.regimes, seed=seed, extra=p.extra,
+    )
     clients = contaminate(
         clean, contamination_fraction, config, np.random.default_rng(np.random.SeedSequence([seed, 0xBAD]))
     )
@@ -169,7 +163,7 @@ class Variant:
 
 def method_variants(config: StudyConfig, method: str) -> list[Variant]:
     """Every distinct run of ``method`` that the sweep asks for (irrelevant sweeps collapse)."""
-    m = config.model
+    m = config.model.spec
     keys = [k for k in config.sweep if k != "contamination" and method in RELEVANT.get(k, set())]
     combos = itertools.product(*(config.sweep[k] for k in keys)) if keys else [()]
     variants = []
@@ -178,21 +172,10 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
         n_comp = int(values.get("n_components", m.n_components))
         k_lo, k_hi = resolve_local_components(values.get("local_components", m.local_components), n_comp)
         local: int | tuple[int, int] = k_lo if k_lo == k_hi else (k_lo, k_hi)
-        rounds = int(values.get("hybrid_rounds", m.hybrid_rounds)) if method == "hybrid" else m.max_rounds
-        spec = MethodSpec(
-            method=method,
-            n_components=n_comp,
-            covariance_type=m.covariance_type,  # type: ignore[arg-type]
-            local_components=local,  # type: ignore[arg-type]
-            synthetic_size=values.get("synthetic_size", m.synthetic_size),
-            reg_covar=m.reg_covar,
-            max_iter=m.max_iter,
-            tol=m.tol,
-            max_rounds=rounds,
-            em_tol=m.em_tol,
-            init=m.init,
-            min_samples_per_component=m.min_samples_per_component,
-            n_init=m.n_init,
+        rounds = int(values.get("hybrid_rounds", config.model.hybrid_rounds)) if method == "hybrid" else m.max_rounds
+        spec = replace(
+            m, method=method, n_components=n_comp, local_components=local,
+            synthetic_size=values.get("synthetic_size", m.synthetic_size), max_rounds=rounds,
         )
         label = LABELS.get(method, f"FedGenGMM + {rounds} EM")
         variants.append(Variant(method, label, spec, values))
@@ -222,7 +205,7 @@ def cell_key(
     partition.pop("regimes")
     if regimes != "classes":
         partition["regimes"] = regimes
-    spec = asdict(variant.spec)
+    spec = _key_fields(variant.spec)
     if variant.method in ("centralized",):
         for k in ("local_components", "synthetic_size", "max_rounds", "em_tol", "init", "min_samples_per_component"):
             spec.pop(k)
@@ -240,6 +223,17 @@ def cell_key(
         "seed": seed, "partition": partition, "preprocessing": asdict(config.preprocessing),
         "test_fraction": config.test_fraction, "ood": list(config.ood_classes), "spec": spec,
     })  # fmt: skip
+
+
+def _key_fields(spec: MethodSpec) -> dict[str, Any]:
+    """The spec as the run key names it: the names of the first results files (``tol``,
+    ``em_tol``), and fields at their neutral default left out, so keys of old rows still match."""
+    out = asdict(spec)
+    out["tol"], out["em_tol"] = out.pop("fit_tol"), out.pop("round_tol")
+    for name, neutral in (("local_reg_covar", None), ("local_n_init", 1)):
+        if out[name] == neutral:
+            out.pop(name)
+    return out
 
 
 def iter_cells(config: StudyConfig) -> Iterator[tuple[str, float | None, float, int]]:
@@ -291,7 +285,7 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
     history: list[RoundPoint] = []
     run: MethodRun | None = None
     try:
-        run = run_method(
+        run = run_inprocess(
             variant.spec, cell.clients, seed=cell.seed, n_jobs=config.n_jobs, progress=progress,
             keep_round_states=variant.method in ("fedem", "hybrid"), transform=cell.transform,
         )

@@ -1,6 +1,7 @@
-"""Federated algorithms: FedGenGMM (one-shot), federated EM, baselines, transports and accounting."""
+"""Federation: the method spec and dispatch, each algorithm's client and server steps, wire format, transport interface."""
 
-from fedgmm.federated.estimators import FederatedEM, FedGenGMM, check_clients
-from fedgmm.federated.transport import ClientRecord, CommunicationLog
+from fedgmm.federated.dispatch import FederatedRun, run_method
+from fedgmm.federated.spec import METHODS, MethodSpec
+from fedgmm.federated.transport import ClientBehaviour, ClientRecord, CommunicationLog
 
-__all__ = ["ClientRecord", "CommunicationLog", "FedGenGMM", "FederatedEM", "check_clients"]
+__all__ = ["METHODS", "ClientBehaviour", "ClientRecord", "CommunicationLog", "FederatedRun", "MethodSpec", "run_method"]

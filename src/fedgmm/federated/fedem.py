@@ -8,33 +8,24 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-from sklearn.cluster import kmeans_plusplus
 
-from fedgmm.em.init import initial_state
 from fedgmm.em.mstep import m_step
 from fedgmm.em.stats import SufficientStatistics
 from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.federated.client import EM_STATISTICS
-from fedgmm.federated.fedgengmm import (
-    FedGenGMMResult,
-    GlobalFitSettings,
-    collect_local_models,
-    server_rng,
-)
+from fedgmm.federated.fedgengmm import FedGenGMMResult, collect_local_models, server_rng
 from fedgmm.federated.local import LocalFitSettings
-from fedgmm.federated.messages import STATUS_OK, decode_statistics, encode_request, state_arrays
+from fedgmm.federated.messages import decode_statistics, encode_request, state_arrays
 from fedgmm.federated.transport import (
     ClientRecord,
     CommunicationLog,
     Transport,
-    decode_replies,
     require_clients,
+    triage_replies,
 )
-from fedgmm.federated.union import merge_components, union_mixture
+from fedgmm.federated.union import init_from_union, union_mixture
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
-
-INITS = ("kmeans++", "fedgengmm")
 
 
 @dataclass(frozen=True)
@@ -93,38 +84,6 @@ class FederatedEMResult:
     lower_bound: float = field(default=-np.inf)
 
 
-def init_from_union(
-    union: MixtureState,
-    n_components: int,
-    covariance_type: CovarianceType,
-    rng: np.random.Generator,
-    *,
-    reg_covar: float = 1e-6,
-) -> MixtureState:
-    """Initial global mixture from the clients' local models, without any raw data.
-
-    Weighted k-means++ over the union's component means (weights ``r'_ck``) picks K seeds;
-    every union component joins its nearest seed and each group is moment-matched into one
-    component. With fewer union components than K, k-means runs on a synthetic sample of
-    the union instead.
-    """
-    if union.n_components >= n_components:
-        seed = int(rng.integers(0, 2**31 - 1))
-        centers, _ = kmeans_plusplus(union.means, n_components, sample_weight=union.weights, random_state=seed)
-        dist = ((union.means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
-        labels = dist.argmin(axis=1)
-        # Seeds are union means, so each seed's own component keeps its group non-empty.
-        for g, c in enumerate(centers):
-            own = np.flatnonzero(np.all(union.means == c, axis=1))
-            labels[own[0]] = g
-        return merge_components(union, labels, n_components, covariance_type, reg_covar)
-    sample, _ = union.sample(max(50 * n_components, 1000), rng)
-    return initial_state(
-        sample, n_components, covariance_type, init_params="kmeans",
-        random_state=np.random.RandomState(int(rng.integers(0, 2**31 - 1))), reg_covar=reg_covar,
-    )
-
-
 def reference_point(state: MixtureState) -> np.ndarray:
     """The statistics' reference point for a round: the broadcast mixture's mean ``Σ π_k μ_k``."""
     return np.asarray(state.weights @ state.means)
@@ -140,12 +99,12 @@ def run_federated_em(
     reg_covar: float = 1e-6,
     init: str | MixtureState = "kmeans++",
     local: LocalFitSettings | None = None,
-    global_settings: GlobalFitSettings | None = None,
     seed: int = 0,
     min_clients: int = 1,
     transform: dict[str, np.ndarray] | None = None,
     transform_id: str = "",
     on_round: Callable[[RoundRecord, MixtureState], None] | None = None,
+    records: dict[str, ClientRecord] | None = None,
 ) -> FederatedEMResult:
     """Federated EM over ``transport``, from a given mixture or an initialisation round.
 
@@ -157,23 +116,26 @@ def run_federated_em(
 
     Parameters
     ----------
-    init : {"kmeans++", "fedgengmm"} or MixtureState
-        ``"kmeans++"``: one upload round of local models, then :func:`init_from_union`;
-        ``"fedgengmm"``: a whole FedGenGMM run whose global model starts EM (the hybrid);
-        a MixtureState: start from it, no extra round.
+    init : "kmeans++" or MixtureState
+        ``"kmeans++"``: one upload round of local models, then
+        :func:`~fedgmm.federated.union.init_from_union`; a MixtureState: start from it, no
+        extra round (the hybrid passes FedGenGMM's global model, see
+        :mod:`fedgmm.federated.dispatch`).
     local : LocalFitSettings, optional
         Clients' local fits for the initialisation round.
-    global_settings : GlobalFitSettings, optional
-        The hybrid's FedGenGMM global fit (``n_components`` is forced to this K).
+    transform, transform_id
+        Federated preprocessing: the arrays ship with the first request to the clients
+        (pass ``transform=None`` with the id when the clients already hold it).
     min_clients : int
         Fewest clients whose statistics must arrive each round.
     on_round : callable, optional
         ``on_round(record, state)`` after every M-step (e.g. to score each round's model).
+    records : dict of str to ClientRecord, optional
+        Records of earlier phases of the run (updated in place by later rounds).
     """
     start = time.perf_counter()
     server_before = transport_seconds(transport)
-    init_result: FedGenGMMResult | None = None
-    records: dict[str, ClientRecord] = {}
+    records = {} if records is None else records
     local = local or LocalFitSettings(covariance_type=covariance_type)
     if isinstance(init, MixtureState):
         state = init
@@ -181,19 +143,6 @@ def run_federated_em(
             raise ValueError(
                 f"init has K={state.n_components} ({state.covariance_type}); expected K={n_components} ({covariance_type})."
             )
-    elif init == "fedgengmm":
-        from fedgmm.federated.fedgengmm import run_fedgengmm
-
-        gs = global_settings or GlobalFitSettings(covariance_type=covariance_type)
-        gs = GlobalFitSettings(
-            n_components=n_components, covariance_type=covariance_type, synthetic_size=gs.synthetic_size,
-            reg_covar=gs.reg_covar, max_iter=gs.max_iter, tol=gs.tol, n_init=gs.n_init, init_params=gs.init_params,
-        )
-        init_result = run_fedgengmm(
-            transport, local, gs, seed, min_clients=min_clients, transform=transform, transform_id=transform_id
-        )
-        records.update(init_result.records)
-        state = init_result.global_model.state_
     elif init == "kmeans++":
         models, recs = collect_local_models(
             transport, local, seed, min_clients=min_clients, transform=transform, transform_id=transform_id
@@ -202,7 +151,7 @@ def run_federated_em(
         union = union_mixture([m.state for m in models if m.state is not None], [m.n_samples for m in models])
         state = init_from_union(union, n_components, covariance_type, server_rng(seed), reg_covar=reg_covar)
     else:
-        raise ValueError(f"init must be one of {list(INITS)} or a MixtureState, got {init!r}.")
+        raise ValueError(f"init must be 'kmeans++' or a MixtureState, got {init!r}.")
     init_state = state
     history: list[RoundRecord] = []
     converged = False
@@ -215,24 +164,17 @@ def run_federated_em(
         if transform_id:
             settings["transform-id"] = transform_id
         arrays = {**state_arrays(state), "shift": shift}
-        if transform is not None and n_round == 1 and init_result is None and isinstance(init, MixtureState):
+        if transform is not None and n_round == 1 and isinstance(init, MixtureState):
             arrays.update(transform)  # first contact with the clients: ship the transform once
         request = encode_request(EM_STATISTICS, settings, arrays)
         replies = transport.exchange(EM_STATISTICS, request)
-        decoded = decode_replies(replies, partial(
+        usable = triage_replies(replies, partial(
             decode_statistics, covariance_type=covariance_type, n_components=n_components,
             n_features=state.n_features, shift=shift,
         ), records)
         merged: list[SufficientStatistics] = []
-        for reply, stat in decoded:
-            if reply.client_id is not None and stat.client_id != reply.client_id:
-                records[reply.source] = ClientRecord(
-                    reply.source, reply.client_id, "rejected", f"reply claims client id {stat.client_id}."
-                )
-                continue
-            if stat.status != STATUS_OK or stat.stats is None:
-                records[reply.source] = ClientRecord(reply.source, stat.client_id, "excluded", stat.reason)
-                continue
+        for reply, stat in usable:
+            assert stat.stats is not None
             merged.append(stat.stats)
             records[reply.source] = ClientRecord(
                 reply.source, stat.client_id, "ok", "", stat.stats.n_samples, n_components
@@ -263,7 +205,6 @@ def run_federated_em(
         history=history,
         records=records,
         communication=transport.communication,
-        init_result=init_result,
         server_seconds=elapsed,
         lower_bound=lower_bound,
     )

@@ -13,15 +13,15 @@ from sklearn.exceptions import ConvergenceWarning
 from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.federated.client import FIT_LOCAL, local_fit_config
 from fedgmm.federated.local import LocalFitSettings
-from fedgmm.federated.messages import STATUS_OK, LocalModelReply, decode_local_model, encode_request
+from fedgmm.federated.messages import LocalModelReply, decode_local_model, encode_request
 from fedgmm.federated.transport import (
     ClientRecord,
     CommunicationLog,
     Transport,
-    decode_replies,
     require_clients,
+    triage_replies,
 )
-from fedgmm.federated.union import deregularized_factors, union_mixture
+from fedgmm.federated.union import deregularized_factors, init_from_union, union_mixture
 from fedgmm.gaussian_mixture import GaussianMixture
 from fedgmm.mixture import MixtureState, sample_gaussians
 from fedgmm.types import CovarianceType
@@ -151,14 +151,12 @@ def _fit_on_synthetic(
 ) -> GaussianMixture:
     """EM on the synthetic set, the best of ``n_init`` starts.
 
-    With ``init_params="union"`` each start is :func:`~fedgmm.federated.fedem.init_from_union`
+    With ``init_params="union"`` each start is :func:`~fedgmm.federated.union.init_from_union`
     (weighted k-means++ over the union's components, moment-matched): it begins EM at the
     structure the clients found instead of at k-means partitions of the samples, which
     avoids the poor local optima k-means gives when components overlap, and costs nothing
     per sample.
     """
-    from fedgmm.federated.fedem import init_from_union
-
     rng = np.random.default_rng(seed)
     best: GaussianMixture | None = None
     for _ in range(settings.n_init if settings.init_params == "union" else 1):
@@ -257,22 +255,14 @@ def collect_local_models(
     request = encode_request(FIT_LOCAL, settings, transform)
     replies = transport.exchange(FIT_LOCAL, request)
     records: dict[str, ClientRecord] = {}
-    decoded = decode_replies(
-        replies,
-        lambda c: decode_local_model(c, covariance_type=local.covariance_type, n_features=n_features),
-        records,
-    )
-    usable: list[tuple[str, LocalModelReply]] = []
-    for reply, model in decoded:
-        if model.status != STATUS_OK or model.state is None:
-            records[reply.source] = ClientRecord(reply.source, model.client_id, "excluded", model.reason, model.n_samples)
-            continue
-        if reply.client_id is not None and model.client_id != reply.client_id:
-            records[reply.source] = ClientRecord(
-                reply.source, reply.client_id, "rejected", f"reply claims client id {model.client_id}."
-            )
-            continue
-        usable.append((reply.source, model))
+    usable = [
+        (reply.source, model)
+        for reply, model in triage_replies(
+            replies,
+            lambda c: decode_local_model(c, covariance_type=local.covariance_type, n_features=n_features),
+            records,
+        )
+    ]
     if n_features is None and usable:
         dims = Counter(m.state.n_features for _, m in usable if m.state is not None)
         top = max(dims.values())

@@ -52,37 +52,6 @@ class LocalFitSettings:
             raise ValueError("min_samples_per_component must be >= 1.")
 
 
-#: Default local K, as a multiple of the global K (see :func:`resolve_local_components`).
-DEFAULT_LOCAL_FACTOR = 2
-
-
-def resolve_local_components(local_components: object, n_components: int | tuple[int, int]) -> tuple[int, int]:
-    """The clients' ``(k_min, k_max)``: a fixed K, a BIC range, or the default for ``None``.
-
-    ``None`` means a fixed ``2 × K`` (the largest global K asked for). Local models are
-    the only description of the clients' data the server gets, so they should err on the
-    side of detail: with BIC, a small client picks few components, the union blurs and the
-    global model loses whole nats per sample when clients are alike (IID) — measured in
-    the ``local-complexity`` study (``fedgmm study local-complexity``), where a fixed
-    ``2K`` was best or within noise of best at every α on digits and satellite, and BIC
-    ranges lost 1–3 nats/sample at α ≥ 1. Each client still caps K at
-    ``n_c // min_samples_per_component``.
-    """
-    if local_components is None:
-        k = max(n_components) if isinstance(n_components, tuple) else int(n_components)
-        return DEFAULT_LOCAL_FACTOR * k, DEFAULT_LOCAL_FACTOR * k
-    if isinstance(local_components, int | np.integer) and not isinstance(local_components, bool):
-        if local_components < 1:
-            raise ValueError(f"local_components must be >= 1, got {local_components}.")
-        return int(local_components), int(local_components)
-    if isinstance(local_components, list | tuple) and len(local_components) == 2:
-        lo, hi = (int(v) for v in local_components)
-        if not 1 <= lo <= hi:
-            raise ValueError(f"local components need 1 <= min <= max, got ({lo}, {hi}).")
-        return lo, hi
-    raise ValueError(f"local_components must be None, an int or a (min, max) pair, got {local_components!r}.")
-
-
 def client_seed(seed: int, client_id: int) -> int:
     """The seed a client uses for its own random steps: independent per client, reproducible."""
     return int(np.random.SeedSequence([int(seed), int(client_id), 0xC11E]).generate_state(1)[0])

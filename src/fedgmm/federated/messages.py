@@ -11,7 +11,7 @@ recorded, never merged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +49,6 @@ def payload_nbytes(content: RecordDict) -> int:
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
     return int(sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values()))
-
-
-def roundtrip(content: RecordDict) -> RecordDict:
-    """Serialise and parse ``content`` as the wire would (what the in-process runner delivers)."""
-    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
-
-    return recorddict_from_proto(recorddict_to_proto(content))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -104,6 +97,43 @@ def _check_count(value: int, name: str, low: int = 0, high: int = MAX_CLIENT_SAM
     if not low <= value <= high:
         raise PayloadError(f"{name}={value} is outside the plausible range [{low}, {high}].")
     return int(value)
+
+
+@dataclass(frozen=True)
+class ReplyHeader:
+    """The fields every client reply starts with (read by :func:`read_header`)."""
+
+    config: ConfigRecord
+    client_id: int
+    status: str
+    reason: str
+
+
+def read_header(content: RecordDict) -> ReplyHeader:
+    """Read and check a reply's ``client-id``, ``status`` and ``reason`` (cut to 2000 characters).
+
+    Raises
+    ------
+    PayloadError
+        No config record, a missing or mistyped field, an implausible client id, or a
+        status other than ``"ok"`` and ``"excluded"``.
+    """
+    cfg = _config(content)
+    client_id = _check_count(_get(cfg, "client-id", int), "client-id", 0, 2**31)
+    status = _get(cfg, "status", str)
+    reason = _get(cfg, "reason", str)[:2000]
+    if status not in (STATUS_OK, STATUS_EXCLUDED):
+        raise PayloadError(f"unknown status {status!r}.")
+    return ReplyHeader(cfg, client_id, status, reason)
+
+
+#: The diagonal entries of each covariance type's second-moment array, ``(K, d)`` or ``(d,)``.
+_SECOND_MOMENT_DIAGONAL: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "full": lambda sxx: np.einsum("kii->ki", sxx),
+    "tied": lambda sxx: np.diag(sxx),
+    "diag": lambda sxx: sxx,
+    "spherical": lambda sxx: sxx,
+}
 
 
 # ---------------------------------------------------------------------------- requests
@@ -221,15 +251,11 @@ def decode_local_model(
         Missing fields, wrong types, non-finite or mis-shaped arrays, weights off the
         simplex, covariances that are not symmetric positive definite, absurd counts.
     """
-    cfg = _config(content)
-    client_id = _check_count(_get(cfg, "client-id", int), "client-id", 0, 2**31)
-    status = _get(cfg, "status", str)
+    head = read_header(content)
+    cfg, client_id, reason = head.config, head.client_id, head.reason
     n_samples = _check_count(_get(cfg, "n-samples", int), "n-samples")
-    reason = _get(cfg, "reason", str)[:2000]
-    if status == STATUS_EXCLUDED:
-        return LocalModelReply(client_id, status, n_samples, None, reason)
-    if status != STATUS_OK:
-        raise PayloadError(f"unknown status {status!r}.")
+    if head.status == STATUS_EXCLUDED:
+        return LocalModelReply(client_id, head.status, n_samples, None, reason)
     got_type = _get(cfg, "covariance-type", str)
     if got_type != covariance_type:
         raise PayloadError(f"local model has covariance type {got_type!r}, the server asked for {covariance_type!r}.")
@@ -306,18 +332,15 @@ def decode_statistics(
     Raises
     ------
     PayloadError
-        Wrong shapes or type, non-finite values, negative counts, ``Σ N_k`` not equal to
-        ``n-samples``, a shift other than the one broadcast, a positive log-likelihood sum
-        of absurd size, or second moments that cannot come from real data.
+        Wrong shapes or type, non-finite values (the log-likelihood sum included),
+        negative counts, ``Σ N_k`` not equal to ``n-samples``, a shift other than the one
+        broadcast, or second moments with a negative diagonal (they cannot come from real
+        data). The size of the log-likelihood sum is not checked.
     """
-    cfg = _config(content)
-    client_id = _check_count(_get(cfg, "client-id", int), "client-id", 0, 2**31)
-    status = _get(cfg, "status", str)
-    reason = _get(cfg, "reason", str)[:2000]
-    if status == STATUS_EXCLUDED:
-        return StatisticsReply(client_id, status, None, reason)
-    if status != STATUS_OK:
-        raise PayloadError(f"unknown status {status!r}.")
+    head = read_header(content)
+    cfg, client_id, reason = head.config, head.client_id, head.reason
+    if head.status == STATUS_EXCLUDED:
+        return StatisticsReply(client_id, head.status, None, reason)
     if _get(cfg, "covariance-type", str) != covariance_type:
         raise PayloadError("statistics of another covariance type.")
     n = _check_count(_get(cfg, "n-samples", int), "n-samples", 1)
@@ -336,12 +359,7 @@ def decode_statistics(
     if np.any(nk < 0) or not np.isclose(nk.sum(), n, rtol=1e-6, atol=1e-6):
         raise PayloadError(f"responsibility counts must be >= 0 and sum to n-samples={n}, they sum to {nk.sum():.6g}.")
     sxx = arrays["sxx"]
-    if covariance_type == "full":
-        diag = np.einsum("kii->ki", sxx)
-    elif covariance_type == "tied":
-        diag = np.diag(sxx)
-    else:
-        diag = sxx
+    diag = _SECOND_MOMENT_DIAGONAL[covariance_type](sxx)
     if np.any(diag < -1e-9 * max(1.0, float(np.abs(sxx).max()))):
         raise PayloadError("second moments have negative diagonal entries; they cannot come from real data.")
     stats = SufficientStatistics(
@@ -387,15 +405,11 @@ def encode_moments(reply: MomentsReply) -> RecordDict:
 
 def decode_moments(content: RecordDict, *, n_features: int | None = None) -> MomentsReply:
     """Server side: read and check a moments upload (shapes, symmetry, Cauchy–Schwarz)."""
-    cfg = _config(content)
-    client_id = _check_count(_get(cfg, "client-id", int), "client-id", 0, 2**31)
-    status = _get(cfg, "status", str)
-    reason = _get(cfg, "reason", str)[:2000]
+    head = read_header(content)
+    cfg, client_id, reason = head.config, head.client_id, head.reason
     count = _check_count(_get(cfg, "n-samples", int), "n-samples")
-    if status == STATUS_EXCLUDED:
-        return MomentsReply(client_id, status, count, None, None, reason)
-    if status != STATUS_OK:
-        raise PayloadError(f"unknown status {status!r}.")
+    if head.status == STATUS_EXCLUDED:
+        return MomentsReply(client_id, head.status, count, None, None, reason)
     if count < 1:
         raise PayloadError("moments must come with n-samples >= 1.")
     arrays = _arrays(content, MOMENTS, ("sum", "outer"))

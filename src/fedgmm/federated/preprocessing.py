@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedgmm.federated.client import MOMENTS
-from fedgmm.federated.messages import STATUS_OK, decode_moments, encode_request
-from fedgmm.federated.transport import ClientRecord, Transport, decode_replies, require_clients
+from fedgmm.federated.messages import decode_moments, encode_request
+from fedgmm.federated.transport import ClientRecord, Transport, require_clients, triage_replies
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,10 @@ def run_preprocessing(
     """
     replies = transport.exchange(MOMENTS, encode_request(MOMENTS, {}))
     records: dict[str, ClientRecord] = {}
-    decoded = decode_replies(replies, lambda c: decode_moments(c, n_features=n_features), records)
-    usable = []
-    for reply, moments in decoded:
-        if moments.status != STATUS_OK or moments.total is None or moments.outer is None:
-            records[reply.source] = ClientRecord(reply.source, moments.client_id, "excluded", moments.reason)
-            continue
-        usable.append((reply.source, moments))
+    usable = [
+        (reply.source, moments)
+        for reply, moments in triage_replies(replies, lambda c: decode_moments(c, n_features=n_features), records)
+    ]
     if n_features is None and usable:
         dims = [m.total.shape[0] for _, m in usable if m.total is not None]
         n_features = max(sorted(set(dims)), key=dims.count)

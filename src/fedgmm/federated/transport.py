@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from flwr.app import RecordDict
 
 from fedgmm.exceptions import FederationError, PayloadError
-from fedgmm.federated.messages import payload_nbytes
+from fedgmm.federated.messages import STATUS_OK, payload_nbytes
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,49 @@ class ClientRecord:
     n_components: int = 0
 
 
+class ClientBehaviour(Protocol):
+    """A client that may misbehave: its rows, and a hook on every encoded reply it sends.
+
+    Transports accept such an object wherever they accept a client's array: they serve
+    each request on ``data`` and pass the encoded reply through ``tamper(kind, reply)``
+    before it is counted and handed to the server. Used by the attack kit to model
+    adversarial clients; an honest client is a plain array.
+    """
+
+    data: Any  # the client's rows, array-like of shape (n_c, d)
+
+    def tamper(self, kind: str, reply: RecordDict) -> RecordDict:
+        """The reply actually sent for a request of ``kind`` (fit-local, em-statistics, moments, download)."""
+        ...
+
+
+def client_rows(client: Any) -> Any:
+    """A client's rows: ``client.data`` for a :class:`ClientBehaviour`, else the client itself."""
+    return client.data if is_behaviour(client) else client
+
+
+def is_behaviour(client: Any) -> bool:
+    """True for an object with ``.data`` and a callable ``.tamper`` (a :class:`ClientBehaviour`)."""
+    return hasattr(client, "data") and callable(getattr(client, "tamper", None))
+
+
 T = TypeVar("T")
+
+
+class TriagedReply(Protocol):
+    """What every decoded reply carries: who it says it is, and whether it took part."""
+
+    @property
+    def client_id(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+R = TypeVar("R", bound=TriagedReply)
 
 
 def decode_replies(
@@ -161,6 +203,34 @@ def decode_replies(
         except PayloadError as exc:
             records[reply.source] = ClientRecord(reply.source, reply.client_id, "rejected", str(exc))
     return good
+
+
+def triage_replies(
+    replies: Sequence[Reply],
+    decode: Callable[[RecordDict], R],
+    records: dict[str, ClientRecord],
+) -> list[tuple[Reply, R]]:
+    """The usable replies of a round; every other one is recorded with why.
+
+    In order: no content → ``failed``; a payload that does not decode → ``rejected``; a
+    reply claiming another client id than the transport delivered it from →
+    ``rejected``; a client that excluded itself → ``excluded`` (with its reason and, when
+    the reply has one, its ``n_samples``). Usable replies keep their order; the caller
+    records them as ``ok``.
+    """
+    usable: list[tuple[Reply, R]] = []
+    for reply, decoded in decode_replies(replies, decode, records):
+        if reply.client_id is not None and decoded.client_id != reply.client_id:
+            records[reply.source] = ClientRecord(
+                reply.source, reply.client_id, "rejected", f"reply claims client id {decoded.client_id}."
+            )
+        elif decoded.status != STATUS_OK:
+            records[reply.source] = ClientRecord(
+                reply.source, decoded.client_id, "excluded", decoded.reason, int(getattr(decoded, "n_samples", 0))
+            )
+        else:
+            usable.append((reply, decoded))
+    return usable
 
 
 def require_clients(n_usable: int, minimum: int, what: str, records: dict[str, ClientRecord]) -> None:

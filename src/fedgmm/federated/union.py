@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from sklearn.cluster import kmeans_plusplus
 
+from fedgmm.em.init import initial_state
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
+
+#: ``(K, d, d)`` covariances from each type's array (``cov``, with ``k`` components of ``d`` features).
+_TO_FULL: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
+    "full": lambda cov, k, d: np.array(cov),
+    "tied": lambda cov, k, d: np.broadcast_to(cov, (k, d, d)).copy(),
+    "diag": lambda cov, k, d: cov[:, :, None] * np.eye(d),
+    "spherical": lambda cov, k, d: cov[:, None, None] * np.eye(d),
+}
+
+#: Each type's covariance array from ``(G, d, d)`` matrices ``sig`` and group weights ``w`` (summing to 1).
+_FROM_FULL: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "full": lambda sig, w: sig,
+    "tied": lambda sig, w: np.einsum("g,gjk->jk", w, sig),
+    "diag": lambda sig, w: np.einsum("gii->gi", sig),
+    "spherical": lambda sig, w: np.einsum("gii->g", sig) / sig.shape[-1],
+}
 
 
 def full_covariances(state: MixtureState) -> np.ndarray:
     """Every component's covariance as a ``(K, d, d)`` matrix, whatever the type."""
-    k, d = state.n_components, state.n_features
-    cov = state.covariances
-    if state.covariance_type == "full":
-        return np.array(cov)
-    if state.covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d)).copy()
-    if state.covariance_type == "diag":
-        return cov[:, :, None] * np.eye(d)
-    return cov[:, None, None] * np.eye(d)
+    return _TO_FULL[state.covariance_type](state.covariances, state.n_components, state.n_features)
 
 
 def union_mixture(states: Sequence[MixtureState], counts: Sequence[int]) -> MixtureState:
@@ -116,12 +126,37 @@ def merge_components(state: MixtureState, labels: np.ndarray, n_groups: int, cov
         diff = state.means[members] - mu[g]
         sig[g] = (np.einsum("i,ijk->jk", wi, covs[members]) + (diff * wi[:, None]).T @ diff) / w[g]
     sig = 0.5 * (sig + sig.transpose(0, 2, 1)) + reg_covar * np.eye(d)
-    if covariance_type == "full":
-        out = sig
-    elif covariance_type == "tied":
-        out = np.einsum("g,gjk->jk", w / w.sum(), sig)
-    elif covariance_type == "diag":
-        out = np.einsum("gii->gi", sig)
-    else:
-        out = np.einsum("gii->g", sig) / d
+    out = _FROM_FULL[covariance_type](sig, w / w.sum())
     return MixtureState.from_covariances(w / w.sum(), mu, out, covariance_type)
+
+
+def init_from_union(
+    union: MixtureState,
+    n_components: int,
+    covariance_type: CovarianceType,
+    rng: np.random.Generator,
+    *,
+    reg_covar: float = 1e-6,
+) -> MixtureState:
+    """Initial global mixture from the clients' local models, without any raw data.
+
+    Weighted k-means++ over the union's component means (weights ``r'_ck``) picks K seeds;
+    every union component joins its nearest seed and each group is moment-matched into one
+    component (:func:`merge_components`). With fewer union components than K, k-means runs
+    on a synthetic sample of the union instead.
+    """
+    if union.n_components >= n_components:
+        seed = int(rng.integers(0, 2**31 - 1))
+        centers, _ = kmeans_plusplus(union.means, n_components, sample_weight=union.weights, random_state=seed)
+        dist = ((union.means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+        labels = dist.argmin(axis=1)
+        # Seeds are union means, so each seed's own component keeps its group non-empty.
+        for g, c in enumerate(centers):
+            own = np.flatnonzero(np.all(union.means == c, axis=1))
+            labels[own[0]] = g
+        return merge_components(union, labels, n_components, covariance_type, reg_covar)
+    sample, _ = union.sample(max(50 * n_components, 1000), rng)
+    return initial_state(
+        sample, n_components, covariance_type, init_params="kmeans",
+        random_state=np.random.RandomState(int(rng.integers(0, 2**31 - 1))), reg_covar=reg_covar,
+    )

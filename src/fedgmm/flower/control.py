@@ -267,8 +267,3 @@ def summary_written(output_dir: str | Path, run_id: int) -> Callable[[], bool]:
         return bool(summary.get("run_id") == run_id and summary.get("status") in ("completed", "failed"))
 
     return ready
-
-
-def stop_run(connection: str, run_id: int, *, env: Mapping[str, str], cwd: str | Path) -> None:
-    """Ask the SuperLink to stop a run (``flwr stop``)."""
-    flwr(["stop", str(run_id), connection], env=env, cwd=cwd, timeout=120.0)

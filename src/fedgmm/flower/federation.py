@@ -295,8 +295,3 @@ class LocalSimulation:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-if __name__ == "__main__":  # python -m fedgmm.flower.federation local|simulate|config|certs ...
-    from fedgmm.flower.cli import app as _cli
-
-    _cli(prog_name="python -m fedgmm.flower.federation")

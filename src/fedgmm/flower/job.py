@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,16 +13,13 @@ from typing import Any
 
 import numpy as np
 from flwr.common.logger import log
-from sklearn.exceptions import ConvergenceWarning
 
 from fedgmm.em.stats import score_samples
 from fedgmm.exceptions import FederationError
 from fedgmm.federated.client import DOWNLOAD
-from fedgmm.federated.fedem import run_federated_em
-from fedgmm.federated.fedgengmm import run_fedgengmm
+from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.messages import decode_ack, encode_request, state_arrays
 from fedgmm.federated.preprocessing import Transform, run_preprocessing
-from fedgmm.federated.runner import MethodSpec
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, Reply, decode_replies
 from fedgmm.flower.settings import RunSettings, SettingsError
 from fedgmm.flower.task import evaluation_rows
@@ -94,38 +90,24 @@ def wait_for_nodes(
         sleep(poll)
 
 
-def run_algorithm(transport: FlowerTransport, spec: MethodSpec, seed: int, transform: Transform | None) -> Outcome:
-    """Run ``spec``'s federated algorithm over ``transport`` exactly as the in-process runner does.
-
-    The calls and arguments are those of :func:`fedgmm.federated.runner.run_method` for
-    the federated methods, so the same seed and partitions give the same global model.
-    """
-    tf: dict[str, Any] = {"transform": transform.arrays(), "transform_id": transform.transform_id} if transform else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if spec.method == "fedgengmm":
-            res = run_fedgengmm(
-                transport, spec.local_settings(), spec.global_settings(), seed, min_clients=spec.min_clients, **tf
-            )
-            return Outcome(res.global_model.state_, res.records, {
-                "synthetic_size": res.synthetic_size,
-                "n_components": res.global_model.n_components,
-                "local_components": {str(c): res.local_models[c][0].n_components for c in sorted(res.local_models)},
-                "bic": {str(k): v for k, v in res.bic.items()},
-            })  # fmt: skip
-        fem = run_federated_em(
-            transport, n_components=spec.fixed_k(), covariance_type=spec.covariance_type,
-            max_rounds=spec.max_rounds, tol=spec.em_tol, reg_covar=spec.reg_covar,
-            init="fedgengmm" if spec.method == "hybrid" else spec.init,
-            local=spec.local_settings(), global_settings=spec.global_settings(), seed=seed,
-            min_clients=spec.min_clients, **tf,
-        )  # fmt: skip
-        return Outcome(fem.state, fem.records, {
-            "n_rounds": fem.n_rounds,
-            "converged": fem.converged,
-            "lower_bound": float(fem.lower_bound),
-            "history": [asdict(r) for r in fem.history],
-        })  # fmt: skip
+def outcome_details(run: FederatedRun) -> dict[str, Any]:
+    """The summary's facts of a run (JSON-ready): chosen K and sizes, or rounds and history."""
+    if run.fedem is None:
+        res = run.fedgengmm
+        assert res is not None
+        return {
+            "synthetic_size": res.synthetic_size,
+            "n_components": res.global_model.n_components,
+            "local_components": {str(c): res.local_models[c][0].n_components for c in sorted(res.local_models)},
+            "bic": {str(k): v for k, v in res.bic.items()},
+        }
+    fem = run.fedem
+    return {
+        "n_rounds": fem.n_rounds,
+        "converged": fem.converged,
+        "lower_bound": float(fem.lower_bound),
+        "history": [asdict(r) for r in fem.history],
+    }
 
 
 def _records(records: Mapping[str, ClientRecord], transport: FlowerTransport) -> list[dict[str, Any]]:
@@ -253,7 +235,8 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
             }  # fmt: skip
             transport.communication = CommunicationLog()
             np.savez(out / TRANSFORM_FILE, mean=transform.mean, matrix=transform.matrix)
-        outcome = run_algorithm(transport, spec, settings.seed, transform)
+        run = run_method(transport, spec, settings.seed, transform=transform)
+        outcome = Outcome(run.state, run.records, outcome_details(run))
         comm = transport.communication
         used = sum(1 for r in outcome.records.values() if r.status == "ok")
         summary.update(_traffic(comm))

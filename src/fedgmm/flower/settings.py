@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgmm.federated.runner import MethodSpec
+from fedgmm.datasets.partition import PARTITIONERS
+from fedgmm.federated.spec import INITS, MethodSpec
 from fedgmm.types import COVARIANCE_TYPES
 
 ALGORITHMS = ("fedgengmm", "fedem", "hybrid")
-INITS = ("kmeans++", "fedgengmm")
 PREPROCESSING = ("none", "standardize", "pca")
-PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "quantity")
 
 #: Every run-config key with its default; ``[tool.flwr.app.config]`` in pyproject.toml
 #: holds the same keys and values (Flower rejects overrides of undeclared keys).
@@ -31,8 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "max-iter": 100,
     "fit-tol": 1e-3,
     "max-rounds": 40,
-    "tol": 1e-3,
+    "round-tol": 1e-3,
+    "tol": -1.0,
     "reg-covar": 1e-6,
+    "local-reg-covar": 0.0,
     "init": "kmeans++",
     "min-samples-per-component": 5,
     "seed": 0,
@@ -171,7 +173,7 @@ class DataSettings:
         return cls(
             dataset=get_str(cfg, "dataset", where),
             dataset_args=parse_pairs(get_str(cfg, "dataset-args", where), f"{where} 'dataset-args'"),
-            partitioner=get_str(cfg, "partitioner", where, PARTITIONERS),
+            partitioner=get_str(cfg, "partitioner", where, tuple(PARTITIONERS)),
             partitioner_args=parse_pairs(get_str(cfg, "partitioner-args", where), f"{where} 'partitioner-args'"),
             alpha=get_float(cfg, "alpha", where, positive=True),
             min_partition_size=get_int(cfg, "min-partition-size", where, low=0),
@@ -257,6 +259,16 @@ class RunSettings:
             raise SettingsError(
                 f"run config 'synthetic-size' must be a positive float (multiple of the clients' rows) or int (rows), got {synthetic!r}."
             )
+        round_tol = get_float(cfg, "round-tol", positive=True)
+        if get_float(cfg, "tol") >= 0:
+            warnings.warn(
+                "run config 'tol' is deprecated and will be removed in the next release; it is federated EM's "
+                "round tolerance: set 'round-tol' instead.", FutureWarning, stacklevel=2,
+            )
+            round_tol = get_float(cfg, "tol", positive=True)
+        local_reg_covar = get_float(cfg, "local-reg-covar")
+        if local_reg_covar < 0:
+            raise SettingsError(f"run config 'local-reg-covar' must be > 0, or 0 for reg-covar, got {local_reg_covar}.")
         spec = MethodSpec(
             method=algorithm,
             n_components=(n_components, n_max) if n_max > n_components else n_components,
@@ -264,10 +276,11 @@ class RunSettings:
             local_components=local,
             synthetic_size=synthetic,
             reg_covar=get_float(cfg, "reg-covar", positive=True),
+            local_reg_covar=local_reg_covar or None,
             max_iter=get_int(cfg, "max-iter", low=1),
-            tol=get_float(cfg, "fit-tol", positive=True),
+            fit_tol=get_float(cfg, "fit-tol", positive=True),
             max_rounds=get_int(cfg, "max-rounds", low=1),
-            em_tol=get_float(cfg, "tol", positive=True),
+            round_tol=round_tol,
             init=get_str(cfg, "init", choices=INITS),
             min_samples_per_component=get_int(cfg, "min-samples-per-component", low=1),
             min_clients=get_int(cfg, "min-replies", low=1),

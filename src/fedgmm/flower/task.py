@@ -12,9 +12,6 @@ import numpy as np
 
 from fedgmm.flower.settings import DATA_KEYS, DataSettings, RunSettings, SettingsError, get_int
 
-#: Node-config keys that only a node may set (a run config never chooses a node's files).
-FILE_KEYS = ("data-path", "label-column", "client-id")
-
 
 @dataclass(frozen=True)
 class NodeData:
@@ -46,26 +43,25 @@ def partition_rows(data: DataSettings, partition_id: int, num_partitions: int) -
 
     The dataset is split into training and test rows with
     :func:`fedgmm.datasets.split.split_dataset` (seed ``data.seed``) and the training
-    rows are partitioned with the same partitioner and arguments as
-    :func:`fedgmm.experiments.study.prepare_cell` (without contamination), so the result
-    is the in-process client array ``clients[partition_id]``.
+    rows are partitioned by :func:`fedgmm.datasets.recipe.partition_rows`, the recipe the
+    studies use, so the result is the in-process client array ``clients[partition_id]``.
 
     Raises
     ------
     SettingsError
         If ``partition_id`` is not in ``[0, num_partitions)``.
     """
-    from fedgmm.datasets.split import partition_labels, split_dataset
-    from fedgmm.partition import make_partitioner, partitioner_arguments
+    from fedgmm.datasets.recipe import partition_rows as recipe
+    from fedgmm.datasets.split import split_dataset
 
     if not 0 <= partition_id < num_partitions:
         raise SettingsError(f"partition-id must be in [0, num-partitions={num_partitions}), got {partition_id}.")
     X_train, y_train, _, _ = split_dataset(_load(data), test_fraction=data.test_fraction, seed=data.seed)
-    partitioner = make_partitioner(data.partitioner, **partitioner_arguments(
-        data.partitioner, num_partitions=num_partitions, alpha=data.alpha,
-        min_partition_size=data.min_partition_size, seed=data.seed, extra=dict(data.partitioner_args),
-    ))
-    rows = X_train[partitioner.split(partition_labels(X_train, y_train, data.regimes, data.seed))[partition_id]]
+    rows = recipe(
+        X_train, y_train, partitioner=data.partitioner, num_partitions=num_partitions, alpha=data.alpha,
+        min_partition_size=data.min_partition_size, regimes=data.regimes, seed=data.seed,
+        extra=dict(data.partitioner_args),
+    )[partition_id]
     rows.setflags(write=False)
     return rows
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -11,33 +10,36 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from fedgmm._random import SeedLike
+from fedgmm._random import SeedLike, as_seed
 from fedgmm.exceptions import ClientExclusionWarning
-from fedgmm.federated.fedem import INITS, FederatedEMResult, RoundRecord, run_federated_em
-from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings, run_fedgengmm
-from fedgmm.federated.inprocess import InProcessTransport
-from fedgmm.federated.local import (
-    DEFAULT_MIN_SAMPLES_PER_COMPONENT,
-    LocalFitSettings,
-    resolve_local_components,
-)
-from fedgmm.federated.transport import ClientRecord, CommunicationLog
+from fedgmm.federated.dispatch import FederatedRun, run_method
+from fedgmm.federated.fedem import RoundRecord
+from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR
+from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT
+from fedgmm.federated.spec import INITS, MethodSpec
+from fedgmm.federated.transport import ClientRecord, CommunicationLog, client_rows, is_behaviour
 from fedgmm.gaussian_mixture import GaussianMixture
+from fedgmm.inprocess.transport import InProcessTransport
 from fedgmm.mixture import MixtureState
-from fedgmm.types import COVARIANCE_TYPES
 
 
-def check_clients(clients: Any) -> list[np.ndarray]:
+def check_clients(clients: Any) -> list[Any]:
     """Validate a list of client arrays: 2-D, numeric, one shared feature count.
 
     Empty, tiny or non-finite clients pass here: the federation excludes them and records
-    why. Clients with different feature counts cannot form one federation and raise.
+    why. Clients with different feature counts cannot form one federation and raise. A
+    :class:`~fedgmm.federated.transport.ClientBehaviour` (an object with ``.data`` and
+    ``.tamper``) is checked on its ``.data`` and returned as is, its rows as float64.
+
+    Returns
+    -------
+    list of ndarray of shape (n_c, d) or ClientBehaviour
     """
     if isinstance(clients, np.ndarray) or not isinstance(clients, Sequence) or len(clients) == 0:
         raise ValueError("clients must be a non-empty list of 2-D arrays, one (n_c, d) array per client.")
     out = []
     for i, X in enumerate(clients):
-        arr = np.asarray(X)
+        arr = np.asarray(client_rows(X))
         if arr.ndim != 2:
             raise ValueError(f"client {i} must be a 2-D array (n_samples, n_features), got shape {arr.shape}.")
         if arr.dtype.kind not in "fiub":
@@ -51,19 +53,42 @@ def check_clients(clients: Any) -> list[np.ndarray]:
             f"clients have different feature counts: client 0 has {first}, clients {odd} have "
             f"{[out[i].shape[1] for i in odd]}. Every client must hold the same features in the same order."
         )
-    return out
+    return [_Behaving(X, c) if is_behaviour(c) else X for X, c in zip(out, clients, strict=True)]
 
 
-def _resolve_seed(random_state: SeedLike) -> int:
-    if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**31 - 1))
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**31 - 1))
-    raise ValueError(f"random_state must be an int, a Generator, a RandomState or None, got {random_state!r}.")
+class _Behaving:
+    """A :class:`ClientBehaviour` with its rows validated (``data`` as float64)."""
+
+    def __init__(self, data: np.ndarray, behaviour: Any) -> None:
+        self.data, self.behaviour = data, behaviour
+
+    def tamper(self, kind: str, reply: Any) -> Any:
+        return self.behaviour.tamper(kind, reply)
+
+
+def _fit_tolerances(tol: float | None, fit_tol: float, round_tol: float, owner: str) -> tuple[float, float]:
+    """``(fit_tol, round_tol)`` with the deprecated ``tol`` mapped onto the names it stood for."""
+    if tol is None:
+        return fit_tol, round_tol
+    if owner == "FederatedEM":
+        warnings.warn(
+            "FederatedEM(tol=...) is deprecated and will be removed in the next release: it set both "
+            "tolerances; use round_tol= (federated EM rounds) and fit_tol= (each local/global EM fit).",
+            FutureWarning, stacklevel=3,
+        )
+        return tol, tol
+    warnings.warn(
+        f"{owner}(tol=...) is deprecated and will be removed in the next release; use fit_tol= (each EM fit).",
+        FutureWarning, stacklevel=3,
+    )
+    return tol, round_tol
+
+
+def _run(data: list[Any], spec: MethodSpec, seed: int, n_jobs: int, **kwargs: Any) -> tuple[FederatedRun, float]:
+    """Run ``spec`` over an in-process transport of checked clients; (run, client seconds)."""
+    with InProcessTransport(data, n_jobs=n_jobs) as transport:
+        result = run_method(transport, spec, seed, **kwargs)
+    return result, transport.client_seconds
 
 
 def _warn_exclusions(records: dict[str, ClientRecord]) -> None:
@@ -125,8 +150,17 @@ class FedGenGMM(_FederatedDensity):
         ``n_c // min_samples_per_component``.
     synthetic_size : float or int, default=5.0
         Synthetic-set size: a float is a multiple of ``Σ n_c``, an int a row count.
-    reg_covar, max_iter, tol, n_init
-        EM settings of both the local and the global fits.
+    reg_covar : float, default=1e-6
+        Added to the covariance diagonals of the global fit (and of the local fits, unless
+        ``local_reg_covar`` is set).
+    local_reg_covar : float or None, default=None
+        ``reg_covar`` of the clients' local fits (None: ``reg_covar``). The union is
+        de-regularised by it before sampling, so the global fit regularises once.
+    max_iter, fit_tol, n_init
+        EM settings of both the local and the global fits (``fit_tol``: convergence
+        tolerance of each fit).
+    tol : float, optional
+        Deprecated alias of ``fit_tol`` (FutureWarning).
     min_samples_per_component : int, default=5
     min_clients : int, default=1
         Fewest usable local models to go on with.
@@ -163,46 +197,42 @@ class FedGenGMM(_FederatedDensity):
         local_components: int | tuple[int, int] | None = None,
         synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR,
         reg_covar: float = 1e-6,
+        local_reg_covar: float | None = None,
         max_iter: int = 100,
-        tol: float = 1e-3,
+        fit_tol: float = 1e-3,
         n_init: int = 1,
         min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
         min_clients: int = 1,
         random_state: SeedLike = None,
         n_jobs: int = 1,
+        tol: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.local_components = local_components
         self.synthetic_size = synthetic_size
         self.reg_covar = reg_covar
+        self.local_reg_covar = local_reg_covar
         self.max_iter = max_iter
-        self.tol = tol
+        self.fit_tol = fit_tol
         self.n_init = n_init
         self.min_samples_per_component = min_samples_per_component
         self.min_clients = min_clients
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.tol = tol
 
-    def _settings(self) -> tuple[LocalFitSettings, GlobalFitSettings]:
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
+    def _spec(self) -> MethodSpec:
+        fit_tol, _ = _fit_tolerances(self.tol, self.fit_tol, 1e-3, "FedGenGMM")
         n_comp = self.n_components
-        n_components = tuple(int(v) for v in n_comp) if isinstance(n_comp, Sequence) else int(n_comp)
-        k_min, k_max = resolve_local_components(self.local_components, n_components)  # type: ignore[arg-type]
-        local = LocalFitSettings(
+        return MethodSpec(
+            "fedgengmm", n_components=tuple(n_comp) if isinstance(n_comp, Sequence) else n_comp,  # type: ignore[arg-type]
             covariance_type=self.covariance_type,  # type: ignore[arg-type]
-            k_min=k_min, k_max=k_max, reg_covar=self.reg_covar, max_iter=self.max_iter,
-            tol=self.tol, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
+            local_components=self.local_components, synthetic_size=self.synthetic_size, reg_covar=self.reg_covar,
+            local_reg_covar=self.local_reg_covar, max_iter=self.max_iter, fit_tol=fit_tol, n_init=self.n_init,
+            local_n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
+            min_clients=self.min_clients,
         )
-        glob = GlobalFitSettings(
-            n_components=n_components,  # type: ignore[arg-type]
-            covariance_type=self.covariance_type,  # type: ignore[arg-type]
-            synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, max_iter=self.max_iter,
-            tol=self.tol, n_init=self.n_init,
-        )
-        glob.component_range()
-        return local, glob
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FedGenGMM:
         """Run FedGenGMM over in-process clients.
@@ -218,12 +248,11 @@ class FedGenGMM(_FederatedDensity):
         self : FedGenGMM
         """
         data = check_clients(clients)
-        local, glob = self._settings()
-        self.seed_ = _resolve_seed(self.random_state)
-        with InProcessTransport(data, n_jobs=self.n_jobs) as transport:
-            result = run_fedgengmm(
-                transport, local, glob, self.seed_, min_clients=self.min_clients, n_features=data[0].shape[1]
-            )
+        spec = self._spec()
+        self.seed_ = as_seed(self.random_state)
+        run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, n_features=client_rows(data[0]).shape[1])
+        assert run.fedgengmm is not None
+        result = run.fedgengmm
         self.global_model_ = result.global_model
         self.local_client_ids_ = sorted(result.local_models)
         self.local_models_ = [GaussianMixture.from_state(result.local_models[c][0]) for c in self.local_client_ids_]
@@ -234,8 +263,8 @@ class FedGenGMM(_FederatedDensity):
         self.n_components_ = result.global_model.n_components
         self.bic_ = result.bic
         self.server_seconds_ = result.server_seconds
-        self.client_seconds_ = transport.client_seconds
-        self.n_features_in_ = data[0].shape[1]
+        self.client_seconds_ = client_seconds
+        self.n_features_in_ = client_rows(data[0]).shape[1]
         _warn_exclusions(result.records)
         return self
 
@@ -252,8 +281,13 @@ class FederatedEM(_FederatedDensity):
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
     max_rounds : int, default=40
         Most EM rounds.
-    tol : float, default=1e-3
+    round_tol : float, default=1e-3
         Stop when the federated mean log-likelihood changes by less than this.
+    fit_tol : float, default=1e-3
+        Convergence tolerance of each EM fit: the clients' local fits of the
+        initialisation round and the hybrid's global fit.
+    tol : float, optional
+        Deprecated (FutureWarning): set both ``round_tol`` and ``fit_tol``, as it did.
     init : {"kmeans++", "fedgengmm"}, MixtureState or GaussianMixture, default="kmeans++"
         ``"kmeans++"``: clients upload local models once, the server seeds K components by
         weighted k-means++ over their means and moment-matches (no raw data on the
@@ -264,6 +298,12 @@ class FederatedEM(_FederatedDensity):
     synthetic_size : float or int, default=5.0
         For the hybrid's FedGenGMM step.
     reg_covar : float, default=1e-6
+    local_reg_covar : float or None, default=None
+        ``reg_covar`` of the clients' local fits of the initialisation round (None:
+        ``reg_covar``).
+    max_iter : int, default=100
+        Most iterations of each local/global EM fit.
+    min_samples_per_component : int, default=5
     min_clients : int, default=1
         Fewest clients whose statistics must arrive in a round.
     random_state : int, Generator or None
@@ -289,30 +329,36 @@ class FederatedEM(_FederatedDensity):
         *,
         covariance_type: str = "full",
         max_rounds: int = 40,
-        tol: float = 1e-3,
+        round_tol: float = 1e-3,
+        fit_tol: float = 1e-3,
         init: str | MixtureState | GaussianMixture = "kmeans++",
         local_components: int | tuple[int, int] | None = None,
         synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR,
         reg_covar: float = 1e-6,
+        local_reg_covar: float | None = None,
         max_iter: int = 100,
         min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
         min_clients: int = 1,
         random_state: SeedLike = None,
         n_jobs: int = 1,
+        tol: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.max_rounds = max_rounds
-        self.tol = tol
+        self.round_tol = round_tol
+        self.fit_tol = fit_tol
         self.init = init
         self.local_components = local_components
         self.synthetic_size = synthetic_size
         self.reg_covar = reg_covar
+        self.local_reg_covar = local_reg_covar
         self.max_iter = max_iter
         self.min_samples_per_component = min_samples_per_component
         self.min_clients = min_clients
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.tol = tol
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FederatedEM:
         """Run federated EM over in-process clients.
@@ -327,36 +373,29 @@ class FederatedEM(_FederatedDensity):
         self : FederatedEM
         """
         data = check_clients(clients)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
-        if not isinstance(self.max_rounds, numbers.Integral) or self.max_rounds < 0:
-            raise ValueError(f"max_rounds must be an int >= 0, got {self.max_rounds!r}.")
-        init: str | MixtureState
+        fit_tol, round_tol = _fit_tolerances(self.tol, self.fit_tol, self.round_tol, "FederatedEM")
+        init_state: MixtureState | None = None
         if isinstance(self.init, GaussianMixture):
-            init = self.init.state_
-        elif isinstance(self.init, MixtureState) or self.init in INITS:
-            init = self.init
-        else:
+            init_state = self.init.state_
+        elif isinstance(self.init, MixtureState):
+            init_state = self.init
+        elif self.init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, a MixtureState or a fitted GaussianMixture, got {self.init!r}.")
-        if isinstance(init, MixtureState) and init.n_features != data[0].shape[1]:
-            raise ValueError(f"init has {init.n_features} features, the clients have {data[0].shape[1]}.")
-        k_min, k_max = resolve_local_components(self.local_components, int(self.n_components))
-        ctype = self.covariance_type
-        local = LocalFitSettings(
-            covariance_type=ctype, k_min=k_min, k_max=k_max, reg_covar=self.reg_covar,  # type: ignore[arg-type]
-            max_iter=self.max_iter, tol=self.tol, min_samples_per_component=self.min_samples_per_component,
+        n_features = client_rows(data[0]).shape[1]
+        if init_state is not None and init_state.n_features != n_features:
+            raise ValueError(f"init has {init_state.n_features} features, the clients have {n_features}.")
+        spec = MethodSpec(
+            "fedem", n_components=self.n_components, covariance_type=self.covariance_type,  # type: ignore[arg-type]
+            max_rounds=self.max_rounds, round_tol=round_tol, fit_tol=fit_tol,
+            init=self.init if isinstance(self.init, str) else "kmeans++", local_components=self.local_components,
+            synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, local_reg_covar=self.local_reg_covar,
+            max_iter=self.max_iter, min_samples_per_component=self.min_samples_per_component,
+            min_clients=self.min_clients,
         )
-        glob = GlobalFitSettings(
-            n_components=int(self.n_components), covariance_type=ctype,  # type: ignore[arg-type]
-            synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, max_iter=self.max_iter, tol=self.tol,
-        )
-        self.seed_ = _resolve_seed(self.random_state)
-        with InProcessTransport(data, n_jobs=self.n_jobs) as transport:
-            result: FederatedEMResult = run_federated_em(
-                transport, n_components=int(self.n_components), covariance_type=ctype,  # type: ignore[arg-type]
-                max_rounds=int(self.max_rounds), tol=self.tol, reg_covar=self.reg_covar, init=init,
-                local=local, global_settings=glob, seed=self.seed_, min_clients=self.min_clients,
-            )
+        self.seed_ = as_seed(self.random_state)
+        run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, init_state=init_state)
+        assert run.fedem is not None
+        result = run.fedem
         self.global_model_ = GaussianMixture.from_state(result.state)
         self.global_model_.converged_ = result.converged
         self.global_model_.n_iter_ = result.n_rounds
@@ -367,8 +406,8 @@ class FederatedEM(_FederatedDensity):
         self.history_: list[RoundRecord] = result.history
         self.communication_: CommunicationLog = result.communication
         self.client_records_ = [result.records.get(f"client {i}") for i in range(len(data))]
-        self.server_seconds_ = result.server_seconds
-        self.client_seconds_ = transport.client_seconds
-        self.n_features_in_ = data[0].shape[1]
+        self.server_seconds_ = run.server_seconds
+        self.client_seconds_ = client_seconds
+        self.n_features_in_ = n_features
         _warn_exclusions(result.records)
         return self

@@ -1,4 +1,4 @@
-"""The ``fedgmm`` command: run studies, write reports, list datasets, fit and score models."""
+"""The ``fedgmm`` command: run studies, write reports, list datasets, fit and score models, and ``fedgmm flower``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedgmm._cli_errors import err_console, guarded
+from fedgmm.cli.errors import err_console, guarded
 
 app = typer.Typer(
     help="Federated Gaussian mixture models: FedGenGMM, federated EM, studies and a Flower app.",
@@ -203,7 +203,8 @@ def fit(
     def action() -> None:
         import numpy as np
 
-        from fedgmm.federated.runner import MethodSpec, run_method
+        from fedgmm.federated.spec import MethodSpec
+        from fedgmm.inprocess import check_clients, run_inprocess
         from fedgmm.model_io import save_mixture
 
         if method not in ("fedgengmm", "fedem", "hybrid", "centralized"):
@@ -217,14 +218,12 @@ def fit(
         else:
             raise ValueError(f"--local-components must be a number, 'MIN-MAX' or auto, got {local_components!r}.")
         clients = [np.asarray(_read_client_file(f, label_column)) for f in files]
-        from fedgmm.federated.estimators import check_clients
-
         check_clients(clients)
         spec = MethodSpec(
             method, n_components=components, covariance_type=covariance_type,  # type: ignore[arg-type]
             local_components=local, synthetic_size=synthetic_size, reg_covar=reg_covar, max_rounds=rounds,
         )
-        result = run_method(spec, clients, seed=seed)
+        result = run_inprocess(spec, clients, seed=seed)
         if result.model is None:
             raise ValueError(f"{method} produced no global model.")
         comm = result.communication.summary()
@@ -292,7 +291,7 @@ def score(
 
 
 def _mount_flower() -> None:
-    from fedgmm.flower.cli import app as flower_app
+    from fedgmm.cli.flower import app as flower_app
 
     app.add_typer(flower_app, name="flower", help="Run the algorithms on Flower: local simulation and deployment.")
 

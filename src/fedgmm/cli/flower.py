@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedgmm._cli_errors import err_console, guarded
+from fedgmm.cli.errors import err_console, guarded
 from fedgmm.flower.settings import DEFAULTS
 
 app = typer.Typer(
@@ -233,3 +233,7 @@ def stop_simulation(
         return
     killed = stop_pids(pids)
     console.print(f"stopped local SuperLink PID {', '.join(map(str, pids))}" + (f" (SIGKILL: {killed})" if killed else ""))
+
+
+if __name__ == "__main__":  # python -m fedgmm.cli.flower local|simulate|config|certs ...
+    app(prog_name="python -m fedgmm.cli.flower")

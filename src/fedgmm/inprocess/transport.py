@@ -9,19 +9,24 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from flwr.app import RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
 from fedgmm.federated.client import handle_request
-from fedgmm.federated.transport import CommunicationLog, Reply, count_round
+from fedgmm.federated.transport import (
+    CommunicationLog,
+    Reply,
+    client_rows,
+    count_round,
+    is_behaviour,
+)
 
 #: Called after each client answers: ``(kind, n_done, n_total)``.
 ProgressCallback = Callable[[str, int, int], None]
 
-# Worker processes inherit the client arrays through fork; they are never pickled.
-_WORKER_CLIENTS: Sequence[np.ndarray] = ()
+# Worker processes inherit the clients through fork; they are never pickled.
+_WORKER_CLIENTS: Sequence[Any] = ()
 
 
 def _to_bytes(content: RecordDict) -> bytes:
@@ -35,10 +40,18 @@ def _from_bytes(data: bytes) -> RecordDict:
 
 
 def _serve(index: int, client_id: int, request: bytes, store: dict[str, Any]) -> tuple[bytes | None, str, float, dict[str, Any]]:
-    """Run one client's handler on wire bytes; return reply bytes (or the error), its time, its store."""
+    """Run one client's handler on wire bytes; return reply bytes (or the error), its time, its store.
+
+    A :class:`~fedgmm.federated.transport.ClientBehaviour` client answers from its
+    ``data`` and its ``tamper`` hook rewrites the encoded reply before it is sent.
+    """
     start = time.perf_counter()
+    client = _WORKER_CLIENTS[index]
     try:
-        reply = handle_request(_from_bytes(request), _WORKER_CLIENTS[index], client_id, store)
+        message = _from_bytes(request)
+        reply = handle_request(message, client_rows(client), client_id, store)
+        if is_behaviour(client):
+            reply = client.tamper(str(message.config_records["config"]["kind"]), reply)
         return _to_bytes(reply), "", time.perf_counter() - start, store
     except Exception as exc:  # a failing client must not stop the federation: it is recorded
         return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start, store
@@ -63,7 +76,9 @@ class InProcessTransport:
 
     Parameters
     ----------
-    clients : sequence of ndarray of shape (n_c, d)
+    clients : sequence of ndarray of shape (n_c, d) or ClientBehaviour
+        Each client's rows, or an object with ``.data`` (its rows) and ``.tamper(kind,
+        reply)`` that rewrites its encoded replies (an adversarial client).
     client_ids : sequence of int, optional
         Ids of the clients (their partition ids); ``0 … C−1`` by default.
     n_jobs : int
@@ -73,7 +88,7 @@ class InProcessTransport:
         ``progress(kind, n_done, n_total)`` after each client's answer.
     """
 
-    clients: Sequence[np.ndarray]
+    clients: Sequence[Any]
     client_ids: Sequence[int] | None = None
     n_jobs: int = 1
     progress: ProgressCallback | None = None

@@ -1,0 +1,214 @@
+"""One description of a method run (:class:`MethodSpec`) and the parsers of the notions it shares."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings
+from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
+from fedgmm.types import COVARIANCE_TYPES, CovarianceType
+
+#: Every method a spec can name. ``centralized`` and ``local`` move raw data or nothing,
+#: so only the in-process runner runs them; the others go through a transport.
+METHODS = ("centralized", "local", "union", "fedgengmm", "fedem", "hybrid")
+#: Methods that run over a transport (:func:`fedgmm.federated.dispatch.run_method`).
+FEDERATED_METHODS = ("union", "fedgengmm", "fedem", "hybrid")
+#: Federated EM's initialisations.
+INITS = ("kmeans++", "fedgengmm")
+#: Default local K, as a multiple of the global K (see :func:`resolve_local_components`).
+DEFAULT_LOCAL_FACTOR = 2
+
+
+def parse_method(method: object) -> str:
+    """``method`` checked against :data:`METHODS`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}.")
+    return str(method)
+
+
+def parse_init(init: object) -> str:
+    """Federated EM's ``init`` checked against :data:`INITS`."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}.")
+    return str(init)
+
+
+def parse_n_components(value: object) -> int | tuple[int, int]:
+    """The global K: an int >= 1, or a ``(min, max)`` range with ``1 <= min <= max``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"n_components must be >= 1, got {value}.")
+        return int(value)
+    if isinstance(value, list | tuple) and len(value) == 2:
+        lo, hi = (int(v) for v in value)
+        if not 1 <= lo <= hi:
+            raise ValueError(f"n_components range needs 1 <= min <= max, got {(lo, hi)}.")
+        return lo, hi
+    raise ValueError(f"n_components must be an int or a (min, max) pair, got {value!r}.")
+
+
+def parse_local_components(value: object) -> int | tuple[int, int] | None:
+    """Clients' K: None (the default), an int >= 1, or a ``(min, max)`` BIC range."""
+    if value is None:
+        return None
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"local_components must be >= 1, got {value}.")
+        return int(value)
+    if isinstance(value, list | tuple) and len(value) == 2:
+        lo, hi = (int(v) for v in value)
+        if not 1 <= lo <= hi:
+            raise ValueError(f"local components need 1 <= min <= max, got ({lo}, {hi}).")
+        return lo, hi
+    raise ValueError(f"local_components must be None, an int or a (min, max) pair, got {value!r}.")
+
+
+def resolve_local_components(local_components: object, n_components: int | tuple[int, int]) -> tuple[int, int]:
+    """The clients' ``(k_min, k_max)``: a fixed K, a BIC range, or the default for ``None``.
+
+    ``None`` means a fixed ``2 × K`` (the largest global K asked for). Local models are
+    the only description of the clients' data the server gets, so they should err on the
+    side of detail: with BIC, a small client picks few components, the union blurs and the
+    global model loses whole nats per sample when clients are alike (IID) — measured in
+    the ``local-complexity`` study (``fedgmm study local-complexity``), where a fixed
+    ``2K`` was best or within noise of best at every α on digits and satellite, and BIC
+    ranges lost 1–3 nats/sample at α ≥ 1. Each client still caps K at
+    ``n_c // min_samples_per_component``.
+    """
+    parsed = parse_local_components(local_components)
+    if parsed is None:
+        k = max(n_components) if isinstance(n_components, tuple) else int(n_components)
+        return DEFAULT_LOCAL_FACTOR * k, DEFAULT_LOCAL_FACTOR * k
+    if isinstance(parsed, int):
+        return parsed, parsed
+    return parsed
+
+
+def parse_synthetic_size(value: object) -> float | int:
+    """A positive float (multiple of ``Σ n_c``) or int (rows)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) or value <= 0:
+        raise ValueError(f"synthetic_size must be a positive float (multiple of Σ n_c) or int (rows), got {value!r}.")
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Every hyper-parameter of one method run, checked once.
+
+    The facades (:class:`~fedgmm.inprocess.FedGenGMM`, :class:`~fedgmm.inprocess.FederatedEM`),
+    the study config (``[model]``) and the Flower run config all build this record; the
+    algorithms read their settings from it through :meth:`local_settings` and
+    :meth:`global_settings` and nowhere else.
+
+    Attributes
+    ----------
+    method : {"centralized", "local", "union", "fedgengmm", "fedem", "hybrid"}
+        ``"hybrid"`` is FedGenGMM followed by ``max_rounds`` federated EM rounds.
+    n_components : int or (int, int)
+        Global K (a range is chosen by BIC on the synthetic set; FedGenGMM only).
+    covariance_type : {"full", "tied", "diag", "spherical"}
+        Of the local and the global models.
+    local_components : int, (int, int) or None
+        Clients' K: fixed, a BIC range, or None for ``2 × n_components``.
+    synthetic_size : float or int
+        FedGenGMM's synthetic set: a multiple of ``Σ n_c`` (float) or a row count (int).
+    reg_covar : float
+        Added to the covariance diagonals of the global (server) fits and the M-steps.
+    local_reg_covar : float or None
+        The clients' local fits' ``reg_covar``; None: ``reg_covar``.
+    max_iter : int
+        Most EM iterations of each fit.
+    fit_tol : float
+        Convergence tolerance of each EM fit (local, global, centralized).
+    max_rounds : int
+        Most federated EM rounds.
+    round_tol : float
+        Federated EM stops when the federated mean log-likelihood changes by less.
+    init : {"kmeans++", "fedgengmm"}
+        Federated EM's initialisation (the hybrid always starts from FedGenGMM).
+    min_samples_per_component : int
+        Clients cap K at ``n_c // min_samples_per_component``.
+    min_clients : int
+        Fewest usable clients per round.
+    n_init : int
+        EM restarts of the fits that run in one place — the centralized model and
+        FedGenGMM's global fit on the server.
+    local_n_init : int
+        EM restarts of each client's local fit.
+    """
+
+    method: str
+    n_components: int | tuple[int, int] = 10
+    covariance_type: CovarianceType = "full"
+    local_components: int | tuple[int, int] | None = None
+    synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR
+    reg_covar: float = 1e-6
+    local_reg_covar: float | None = None
+    max_iter: int = 100
+    fit_tol: float = 1e-3
+    max_rounds: int = 40
+    round_tol: float = 1e-3
+    init: str = "kmeans++"
+    min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT
+    min_clients: int = 1
+    n_init: int = 1
+    local_n_init: int = 1
+
+    def __post_init__(self) -> None:
+        parse_method(self.method)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
+        object.__setattr__(self, "n_components", parse_n_components(self.n_components))
+        object.__setattr__(self, "local_components", parse_local_components(self.local_components))
+        parse_synthetic_size(self.synthetic_size)
+        parse_init(self.init)
+        _check_number("reg_covar", self.reg_covar, low=0.0)
+        if self.local_reg_covar is not None:
+            _check_number("local_reg_covar", self.local_reg_covar, low=0.0)
+        _check_number("fit_tol", self.fit_tol, low=0.0)
+        _check_number("round_tol", self.round_tol, low=0.0)
+        for name in ("max_iter", "n_init", "local_n_init", "min_samples_per_component", "min_clients"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("max_rounds", self.max_rounds, 0)
+
+    @property
+    def client_reg_covar(self) -> float:
+        """The ``reg_covar`` of the clients' local fits."""
+        return self.reg_covar if self.local_reg_covar is None else self.local_reg_covar
+
+    def local_settings(self) -> LocalFitSettings:
+        """How clients fit their local models."""
+        k_min, k_max = resolve_local_components(self.local_components, self.n_components)
+        return LocalFitSettings(
+            covariance_type=self.covariance_type, k_min=int(k_min), k_max=int(k_max), reg_covar=self.client_reg_covar,
+            max_iter=self.max_iter, tol=self.fit_tol, n_init=self.local_n_init,
+            min_samples_per_component=self.min_samples_per_component,
+        )
+
+    def global_settings(self, n_components: int | tuple[int, int] | None = None) -> GlobalFitSettings:
+        """How the server fits the global model (``n_components`` overrides the spec's K)."""
+        return GlobalFitSettings(
+            n_components=self.n_components if n_components is None else n_components,
+            covariance_type=self.covariance_type, synthetic_size=self.synthetic_size, reg_covar=self.reg_covar,
+            max_iter=self.max_iter, tol=self.fit_tol, n_init=self.n_init,
+        )
+
+    def fixed_k(self) -> int:
+        """The global K; a range raises (only FedGenGMM chooses K by BIC)."""
+        if isinstance(self.n_components, int):
+            return self.n_components
+        raise ValueError(f"{self.method} needs a fixed n_components, got the range {self.n_components}.")
+
+
+def _check_number(name: str, value: Any, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= low:
+        raise ValueError(f"{name} must be a number >= {low:g}, got {value!r}.")
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
