@@ -41,7 +41,7 @@ def test_memmap_fit_equals_in_memory_fit_without_copying(tmp_path: Path, dtype: 
     assert streamed.lower_bound_ == pytest.approx(in_memory.lower_bound_, rel=1e-12)
     # No copy of the data was ever allocated (one would be >= nbytes; a float64 cast of
     # float32 data 2x): only block-sized temporaries, a few MiB whatever n, plus for
-    # k-means++ scikit-learn's (2 + ln K) candidate distances per row.
+    # k-means++ four float64 numbers per row (row norms, closest distances, their cumsum).
     assert peak < 0.5 * X.nbytes, (peak, X.nbytes)
 
 
@@ -58,6 +58,21 @@ def test_memmap_scoring_and_partial_fit_do_not_copy(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert logp.shape == (n,) and np.all(np.isfinite(logp))
     assert peak < 0.2 * mapped.nbytes, (peak, mapped.nbytes)
+
+
+def test_kmeans_plusplus_seeding_is_scikit_learns() -> None:
+    """The streaming k-means++ picks the rows scikit-learn's kmeans_plusplus picks."""
+    from sklearn.cluster import kmeans_plusplus
+
+    from fedgmm.em.init import kmeans_plusplus_indices
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(3000, 7)) * rng.uniform(0.1, 10.0)
+        w = None if seed % 2 else rng.uniform(0.0, 3.0, size=3000)
+        _, expected = kmeans_plusplus(X, 9, random_state=seed, sample_weight=w)
+        got = kmeans_plusplus_indices(X, 9, np.random.RandomState(seed), w, block_size=257)
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_non_finite_value_in_a_late_block_is_found(tmp_path: Path) -> None:

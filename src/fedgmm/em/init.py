@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.cluster import KMeans
 
 from fedgmm.em.mstep import m_step
 from fedgmm.em.stats import (
@@ -49,6 +49,68 @@ def _one_hot_statistics(
     return SufficientStatistics(
         total.nk, total.sx, total.sxx, n, 0.0, total.shift, covariance_type
     )
+
+
+def _squared_distances(rows: np.ndarray, row_norms: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """``‖x − c‖²`` of a block against centres, ``(C, B)``, by scikit-learn's formula."""
+    dist = -2.0 * (centers @ rows.T)
+    dist += np.einsum("ij,ij->i", centers, centers)[:, None]
+    dist += row_norms[None, :]
+    return np.maximum(dist, 0.0, out=dist)
+
+
+def kmeans_plusplus_indices(
+    X: np.ndarray,
+    n_clusters: int,
+    random_state: np.random.RandomState,
+    sample_weight: np.ndarray | None = None,
+    block_size: int | None = None,
+) -> np.ndarray:
+    """Rows chosen by greedy k-means++ seeding, ``(n_clusters,)``, streaming ``X`` in blocks.
+
+    The algorithm and the random draws are scikit-learn's ``kmeans_plusplus`` (``2 + ln K``
+    local trials, the one lowering the weighted potential most kept), so an int seed picks
+    the same rows; but where scikit-learn holds a ``(trials, n)`` distance array this keeps
+    only the ``(n,)`` closest distances and row norms, reading ``X`` twice per centre.
+    That is what lets a memory-mapped ``X`` be seeded without ``O(n · trials)`` memory.
+    """
+    n = X.shape[0]
+    trials = 2 + int(np.log(n_clusters))
+    block = block_size_for(X.shape[1] + trials, block_size)
+    blocks = list(iter_blocks(n, block))
+
+    def rows_of(sl: slice) -> np.ndarray:
+        return np.asarray(X[sl], dtype=np.float64)
+
+    norms = np.empty(n)
+    for sl in blocks:
+        r = rows_of(sl)
+        norms[sl] = np.einsum("ij,ij->i", r, r)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    indices = np.full(n_clusters, -1, dtype=np.intp)
+    indices[0] = random_state.choice(n, p=w / w.sum())
+    closest = np.empty(n)
+    first = rows_of(slice(indices[0], indices[0] + 1))
+    for sl in blocks:
+        closest[sl] = _squared_distances(rows_of(sl), norms[sl], first)[0]
+    potential = float(closest @ w)
+    for c in range(1, n_clusters):
+        rand_vals = random_state.uniform(size=trials) * potential
+        candidates = np.searchsorted(np.cumsum(w * closest), rand_vals)
+        np.clip(candidates, None, n - 1, out=candidates)
+        centers = np.stack([rows_of(slice(i, i + 1))[0] for i in candidates])
+        potentials = np.zeros(trials)
+        for sl in blocks:
+            dist = _squared_distances(rows_of(sl), norms[sl], centers)
+            np.minimum(closest[sl], dist, out=dist)
+            potentials += dist @ w[sl]
+        best = int(np.argmin(potentials))
+        potential = float(potentials[best])
+        for sl in blocks:
+            dist = _squared_distances(rows_of(sl), norms[sl], centers[best : best + 1])[0]
+            np.minimum(closest[sl], dist, out=closest[sl])
+        indices[c] = candidates[best]
+    return indices
 
 
 def initial_statistics(
@@ -102,7 +164,7 @@ def initial_statistics(
     if init_params in ("k-means++", "random_from_data"):
         labels = np.full(n, -1, dtype=np.intp)
         if init_params == "k-means++":
-            _, indices = kmeans_plusplus(X, n_components, random_state=random_state, sample_weight=sw)
+            indices = kmeans_plusplus_indices(X, n_components, random_state, sw, block_size)
         elif sw is None:
             indices = random_state.choice(n, size=n_components, replace=False)
         else:
