@@ -10,7 +10,7 @@ restarts); an interrupted run resumes without recomputing finished rows.
 
 Regimes (held-back test rows; standardise + PCA with whitening fitted on the training rows):
 r1 = Fashion-MNIST, 20 clients × ~700 rows, 16 dims, K = 20; r2 = satellite, 10 clients ×
-~200 rows, 12 dims, K = 8. Bytes are an approximation: float64 parameters × 8 (weights,
+~200 rows, 12 dims, K = 8; r2f = the same on Fashion-MNIST. Bytes are an approximation: float64 parameters × 8 (weights,
 means, the upper triangle of each covariance, and n_c), not Flower's wire bytes.
 """
 
@@ -38,11 +38,21 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from fedgmm.datasets import load_dataset  # noqa: E402
 from fedgmm.em.init import initial_state  # noqa: E402
+from fedgmm.em.mstep import m_step  # noqa: E402
 from fedgmm.em.prior import prior_from_data, run_map_em  # noqa: E402
-from fedgmm.em.stats import score_samples  # noqa: E402
+from fedgmm.em.stats import (  # noqa: E402
+    log_responsibilities,
+    score_samples,
+    statistics_from_responsibilities,
+)
 from fedgmm.federated.local_selection import candidate_components, select_local_model  # noqa: E402
-from fedgmm.federated.reduce import reduce_mixture  # noqa: E402
-from fedgmm.federated.union import deregularized_factors, merge_components, union_mixture  # noqa: E402
+from fedgmm.federated.reduce import deregularized_covariances, reduce_mixture  # noqa: E402
+from fedgmm.federated.union import (  # noqa: E402
+    deregularized_factors,
+    full_covariances,
+    merge_components,
+    union_mixture,
+)
 from fedgmm.gaussian_mixture import GaussianMixture  # noqa: E402
 from fedgmm.mixture import MixtureState, sample_gaussians  # noqa: E402
 
@@ -69,6 +79,7 @@ class Regime:
 REGIMES = {
     "r1": Regime("fashion-mnist", 20, 14000, 4000, 16, 20),
     "r2": Regime("satellite", 10, 2000, 2000, 12, 8),
+    "r2f": Regime("fashion-mnist", 10, 2000, 4000, 12, 8),
 }
 
 #: Local strategies: (K rule, reg_covar rule). "auto" = held-out choice on the client.
@@ -77,6 +88,7 @@ LOCALS = {
     "2K-0.05": ("fixed", 2, 0.05),
     "4K-0.05": ("fixed", 4, 0.05),
     "4K-0.1": ("fixed", 4, 0.1),
+    "8K-0.05": ("fixed", 8, 0.05),
     "4K-auto": ("auto-reg", 4, None),
     "auto": ("auto", 0, None),  # K in {K, 2K, 4K} × reg grid
     "map-2K": ("map", 2, None),
@@ -182,6 +194,65 @@ def sample_and_fit(
     return out
 
 
+def sigma_points(union: MixtureState, local_reg_covar: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic weighted point set with the union's exact first two moments per component.
+
+    Each component ``i`` gives the ``2d`` points ``μ_i ± √d · a_im`` (``a_im`` the columns
+    of a square root of ``Σ_i − local_reg_covar·I``, eigenvalues clipped at 0), each of
+    weight ``w_i / 2d`` — the unscented transform's symmetric set (Julier & Uhlmann 1997).
+    A weighted EM on them replaces the random synthetic set: no Monte Carlo noise, and its
+    size ``2d · N`` does not depend on the clients' (claimed) row counts.
+
+    Returns
+    -------
+    X : ndarray of shape (2d·N, d)
+    weights : ndarray of shape (2d·N,)
+        Summing to one.
+    """
+    covs = deregularized_covariances(full_covariances(union), local_reg_covar)
+    eigval, eigvec = np.linalg.eigh(covs)
+    d = union.n_features
+    roots = eigvec * np.sqrt(np.clip(eigval, 0.0, None) * d)[:, None, :]  # columns √d·a_im
+    offsets = np.concatenate([roots, -roots], axis=2).transpose(0, 2, 1)  # (N, 2d, d)
+    X = (union.means[:, None, :] + offsets).reshape(-1, d)
+    weights = np.repeat(np.asarray(union.weights) / (2 * d), 2 * d)
+    return X, weights
+
+
+def sigma_and_fit(
+    union: MixtureState, local_regs: np.ndarray, k: int, starts: int, seed: int, tol: float = 1e-4, max_iter: int = 200
+) -> list[tuple[float, MixtureState]]:
+    """Weighted EM on the union's sigma points (deterministic, sample-free), one result per start."""
+    xs, ws = [], []
+    offset = 0
+    for reg_c, n_c in local_regs:  # per client: its components, its own local reg_covar
+        part = MixtureState.from_covariances(union.weights[offset : offset + n_c] / union.weights[offset : offset + n_c].sum(),
+                                             union.means[offset : offset + n_c],
+                                             union.covariances[offset : offset + n_c], "full")
+        x, w = sigma_points(part, reg_c)
+        xs.append(x)
+        ws.append(w * union.weights[offset : offset + n_c].sum())
+        offset += n_c
+    X, w = np.concatenate(xs), np.concatenate(ws)
+    w = w / w.sum()
+    shift = w @ X
+    rng = np.random.default_rng([seed, 0x5E5])
+    out = []
+    for _ in range(starts):
+        state = init_from_union(union, k, rng)
+        prev = -np.inf
+        for _ in range(max_iter):
+            log_resp, log_norm = log_responsibilities(X, state)
+            ll = float(w @ log_norm)
+            stats = statistics_from_responsibilities(X, np.exp(log_resp) * w[:, None], "full", shift=shift)
+            state = m_step(stats, GLOBAL_REG)
+            if abs(ll - prev) < tol:
+                break
+            prev = ll
+        out.append((ll, state))
+    return out
+
+
 def leakage_auc(states: list[MixtureState], parts: list[np.ndarray], xte: np.ndarray, seed: int) -> float:
     """Mean over clients of the likelihood-threshold membership AUC: own rows vs unseen test rows."""
     rng = np.random.default_rng([seed, 0xA0C])
@@ -254,9 +325,13 @@ def run_cell(name: str, alpha: float, seed: int, locals_: list[str], aggs: list[
             if not todo:
                 continue
             t = time.perf_counter()
-            if agg in ("sample", "sample-mm"):
-                runs = sample_and_fit(union, factors, sum(counts), reg.k, max(todo), seed,
-                                      dereg if agg == "sample-mm" else None)
+            if agg in ("sample", "sample-mm", "sigma"):
+                if agg == "sigma":
+                    regs_ = np.array([(f[1], s_.n_components) for f, s_ in zip(fits, states, strict=True)], dtype=object)
+                    runs = sigma_and_fit(union, regs_, reg.k, max(todo), seed)
+                else:
+                    runs = sample_and_fit(union, factors, sum(counts), reg.k, max(todo), seed,
+                                          dereg if agg == "sample-mm" else None)
                 secs = (time.perf_counter() - t) / max(todo)
                 for s in todo:
                     best = max(runs[:s], key=lambda r: r[0])[1]
