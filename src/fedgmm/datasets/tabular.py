@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgmm._extras import require
 from fedgmm.datasets.base import Dataset
 from fedgmm.datasets.errors import DatasetFormatError
 from fedgmm.datasets.locate import (
@@ -165,8 +166,7 @@ def read_mlbench(stem: str) -> tuple[Any, Path]:
     DatasetFormatError
         If the file cannot be read or does not hold the data frame ``stem``.
     """
-    import pyreadr
-
+    pyreadr = require("pyreadr", "the mlbench datasets")
     file_name = f"{stem}.rda"
     dirs = mlbench_dirs()
     directory = find_dir(dirs, [file_name])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedgmm._extras import install_hint
 from fedgmm.datasets.base import Dataset, encode_labels
 from fedgmm.datasets.errors import DatasetNotAvailableError
 
@@ -20,7 +21,7 @@ __all__ = [
     "sliding_windows",
 ]
 
-AEON_INSTALL_HINT = "pip install 'aeon>=1.0'"
+AEON_INSTALL_HINT = f"{install_hint('aeon')} (or pip install 'aeon>=1.0')"
 
 # registry name -> (UCR problem name, aeon loader); each ships <problem>/<problem>_TRAIN.ts
 # and _TEST.ts inside aeon/datasets/data, so the loaders read files and never download.

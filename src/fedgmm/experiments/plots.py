@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from fedgmm._extras import install_hint
+
+try:
+    import matplotlib
+except ImportError as exc:
+    raise ImportError(f"fedgmm's plots and study reports need matplotlib: {install_hint('matplotlib')}") from exc
 
 matplotlib.use("Agg")
 

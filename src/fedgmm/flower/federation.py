@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import ssl
 import time
@@ -14,9 +15,11 @@ from typing import Any
 
 import tomli_w
 
+from fedgmm._extras import install_hint
 from fedgmm.flower.certs import Certificates, make_certificates
 from fedgmm.flower.control import (
     Connection,
+    FlowerCLIError,
     app_dir,
     bin_dir,
     flower_env,
@@ -264,6 +267,8 @@ class LocalSimulation:
 
     def submit(self, run_config: Mapping[str, Any], app: Path | None = None) -> int:
         """Start a simulated run; return its run id."""
+        if importlib.util.find_spec("ray") is None:
+            raise FlowerCLIError(f"the Ray simulation engine is not installed: {install_hint('ray')}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         assert self.flwr_home is not None
         write_connections(self.flwr_home, [])
