@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,15 @@ ILL_DEFINED_MESSAGE = (
     "singleton or collapsed samples or a constant feature. Increase reg_covar, decrease "
     "n_components, or scale the input data."
 )
+
+
+#: Lower Cholesky factor of every component's covariance, ``(K, d, d)``, from each type's array.
+_COVARIANCE_CHOLESKY: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
+    "full": lambda cov, k, d: np.linalg.cholesky(cov),
+    "tied": lambda cov, k, d: np.broadcast_to(np.linalg.cholesky(cov), (k, d, d)),
+    "diag": lambda cov, k, d: np.sqrt(cov)[:, :, None] * np.eye(d),
+    "spherical": lambda cov, k, d: np.sqrt(cov)[:, None, None] * np.eye(d),
+}
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:
@@ -91,13 +100,17 @@ def precision_cholesky_from_covariances(
     return 1.0 / np.sqrt(covariances)
 
 
+_PRECISIONS_FROM_CHOLESKY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "full": lambda p: np.einsum("kij,klj->kil", p, p),
+    "tied": lambda p: p @ p.T,
+    "diag": lambda p: p**2,
+    "spherical": lambda p: p**2,
+}
+
+
 def precisions_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: str) -> np.ndarray:
     """Precision matrices ``P P^T`` (full/tied) or ``P**2`` (diag/spherical)."""
-    if covariance_type == "full":
-        return np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
-    if covariance_type == "tied":
-        return precisions_cholesky @ precisions_cholesky.T
-    return precisions_cholesky**2
+    return _PRECISIONS_FROM_CHOLESKY[covariance_type](precisions_cholesky)
 
 
 def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -131,16 +144,17 @@ def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) ->
     return 1.0 / precisions
 
 
+_LOG_DET_CHOLESKY: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "full": lambda p, d: np.sum(np.log(p.reshape(p.shape[0], -1)[:, :: d + 1]), axis=1),
+    "tied": lambda p, d: np.asarray(np.sum(np.log(np.diag(p)))),
+    "diag": lambda p, d: np.sum(np.log(p), axis=1),
+    "spherical": lambda p, d: d * np.log(p),
+}
+
+
 def log_det_cholesky(precisions_cholesky: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray:
     """``log det P`` per component (``-½ log det Σ``); shape ``(K,)``, or a scalar for tied."""
-    if covariance_type == "full":
-        k = precisions_cholesky.shape[0]
-        return np.sum(np.log(precisions_cholesky.reshape(k, -1)[:, :: n_features + 1]), axis=1)
-    if covariance_type == "tied":
-        return np.asarray(np.sum(np.log(np.diag(precisions_cholesky))))
-    if covariance_type == "diag":
-        return np.sum(np.log(precisions_cholesky), axis=1)
-    return n_features * np.log(precisions_cholesky)
+    return _LOG_DET_CHOLESKY[covariance_type](precisions_cholesky, n_features)
 
 
 def sample_gaussians(
@@ -242,14 +256,7 @@ class MixtureState:
 
     def covariance_cholesky(self) -> np.ndarray:
         """Lower Cholesky factor of each covariance, shape ``(K, d, d)`` for every type."""
-        k, d = self.n_components, self.n_features
-        if self.covariance_type == "full":
-            return np.linalg.cholesky(self.covariances)
-        if self.covariance_type == "tied":
-            return np.broadcast_to(np.linalg.cholesky(self.covariances), (k, d, d))
-        if self.covariance_type == "diag":
-            return np.sqrt(self.covariances)[:, :, None] * np.eye(d)
-        return np.sqrt(self.covariances)[:, None, None] * np.eye(d)
+        return _COVARIANCE_CHOLESKY[self.covariance_type](self.covariances, self.n_components, self.n_features)
 
     def sample(self, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` rows from the mixture with the given Generator.

@@ -1,0 +1,22 @@
+"""The Flower run config builds the same MethodSpec; the renamed tolerance and local-reg-covar."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedgmm.flower.settings import DEFAULTS, RunSettings, SettingsError
+
+
+def test_run_config_builds_the_spec() -> None:
+    spec = RunSettings.from_run_config({**DEFAULTS, "fit-tol": 1e-4, "round-tol": 1e-5}).spec
+    assert (spec.fit_tol, spec.round_tol, spec.local_reg_covar) == (1e-4, 1e-5, None)
+    spec = RunSettings.from_run_config({**DEFAULTS, "reg-covar": 0.05, "local-reg-covar": 1e-3}).spec
+    assert spec.local_settings().reg_covar == 1e-3 and spec.global_settings().reg_covar == 0.05
+    with pytest.raises(SettingsError, match="'local-reg-covar' must be > 0, or 0"):
+        RunSettings.from_run_config({**DEFAULTS, "local-reg-covar": -1.0})
+
+
+def test_tol_is_read_as_round_tol_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="set 'round-tol' instead"):
+        spec = RunSettings.from_run_config({**DEFAULTS, "tol": 1e-7}).spec
+    assert spec.round_tol == 1e-7 and spec.fit_tol == DEFAULTS["fit-tol"]
