@@ -55,8 +55,14 @@ def deregularized_covariances(covariances: np.ndarray, reg_covar: float) -> np.n
     """
     if reg_covar <= 0:
         return covariances
-    eigval, eigvec = np.linalg.eigh(covariances - reg_covar * np.eye(covariances.shape[1]))
-    return np.einsum("nij,nj,nkj->nik", eigvec, np.clip(eigval, 0.0, None), eigvec)
+    d = covariances.shape[1]
+    out = covariances - reg_covar * np.eye(d)
+    try:  # the usual case, an honest M-step's output: S_i is already positive semi-definite
+        np.linalg.cholesky(out + 1e-12 * reg_covar * np.eye(d))
+        return out
+    except np.linalg.LinAlgError:
+        eigval, eigvec = np.linalg.eigh(out)
+        return np.einsum("nij,nj,nkj->nik", eigvec, np.clip(eigval, 0.0, None), eigvec)
 
 
 def _typed(cov: np.ndarray, weights: np.ndarray, covariance_type: CovarianceType) -> np.ndarray:
