@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -225,14 +225,24 @@ def cell_key(
     })  # fmt: skip
 
 
+#: The spec fields the first run keys held, by the names they had then. A field added
+#: later enters a key only when it is off its default, so rows of earlier runs keep
+#: their keys and a new hyper-parameter needs no change here.
+_KEY_FIELDS_V1 = (
+    "method", "n_components", "covariance_type", "local_components", "synthetic_size", "reg_covar", "max_iter",
+    "tol", "max_rounds", "em_tol", "init", "min_samples_per_component", "min_clients", "n_init",
+)  # fmt: skip
+_KEY_NAMES_V1 = {"fit_tol": "tol", "round_tol": "em_tol"}
+
+
 def _key_fields(spec: MethodSpec) -> dict[str, Any]:
-    """The spec as the run key names it: the names of the first results files (``tol``,
-    ``em_tol``), and fields at their neutral default left out, so keys of old rows still match."""
-    out = asdict(spec)
-    out["tol"], out["em_tol"] = out.pop("fit_tol"), out.pop("round_tol")
-    for name, neutral in (("local_reg_covar", None), ("local_n_init", 1)):
-        if out[name] == neutral:
-            out.pop(name)
+    """The spec as the run key names it (see :data:`_KEY_FIELDS_V1`)."""
+    defaults = {f.name: f.default for f in fields(MethodSpec)}
+    out: dict[str, Any] = {}
+    for name, value in asdict(spec).items():
+        key = _KEY_NAMES_V1.get(name, name)
+        if key in _KEY_FIELDS_V1 or value != defaults[name]:
+            out[key] = value
     return out
 
 

@@ -17,26 +17,29 @@ from fedgmm.types import COVARIANCE_TYPES
 ALGORITHMS = ("fedgengmm", "fedem", "hybrid")
 PREPROCESSING = ("none", "standardize", "pca")
 
+#: The spec's defaults are the run config's (never re-typed here).
+_SPEC = MethodSpec("fedgengmm")
+
 #: Every run-config key with its default; ``[tool.flwr.app.config]`` in pyproject.toml
 #: holds the same keys and values (Flower rejects overrides of undeclared keys).
 DEFAULTS: dict[str, Any] = {
     # algorithm
-    "algorithm": "fedgengmm",
-    "n-components": 10,
+    "algorithm": _SPEC.method,
+    "n-components": _SPEC.n_components,
     "n-components-max": 0,
-    "covariance-type": "full",
+    "covariance-type": _SPEC.covariance_type,
     "local-components-min": 0,
     "local-components-max": 0,
-    "synthetic-size": 5.0,
-    "max-iter": 100,
-    "fit-tol": 1e-3,
-    "max-rounds": 40,
-    "round-tol": 1e-3,
+    "synthetic-size": _SPEC.synthetic_size,
+    "max-iter": _SPEC.max_iter,
+    "fit-tol": _SPEC.fit_tol,
+    "max-rounds": _SPEC.max_rounds,
+    "round-tol": _SPEC.round_tol,
     "tol": -1.0,
-    "reg-covar": 1e-6,
+    "reg-covar": _SPEC.reg_covar,
     "local-reg-covar": 0.0,
-    "init": "kmeans++",
-    "min-samples-per-component": 5,
+    "init": _SPEC.init,
+    "min-samples-per-component": _SPEC.min_samples_per_component,
     "seed": 0,
     "preprocessing": "none",
     "pca-components": 0,
