@@ -146,7 +146,7 @@ class FedGenGMM(_FederatedDensity):
         Each client's K: fixed, or the BIC-best in a ``(min, max)`` range (each client
         chooses its own). None: a fixed ``2 × n_components`` — detailed local models keep
         the union faithful, where BIC on small clients blurs it (see
-        :func:`~fedgmm.federated.local.resolve_local_components`). Capped per client at
+        :func:`~fedgmm.federated.spec.resolve_local_components`). Capped per client at
         ``n_c // min_samples_per_component``.
     synthetic_size : float or int, default=5.0
         Synthetic-set size: a float is a multiple of ``Σ n_c``, an int a row count.
