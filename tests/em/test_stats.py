@@ -73,24 +73,52 @@ def test_e_step_matches_direct_computation(ctype: str) -> None:
     np.testing.assert_allclose(stats.sxx, expected, rtol=1e-10, atol=1e-9)
 
 
-def test_full_kernels_agree() -> None:
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_full_kernels_agree(dtype: type) -> None:
     rng = np.random.default_rng(2)
     state = random_state(rng, 3, 6, "full")
     X = rng.normal(size=(50, 6))
     shift = X.mean(0)
-    outer = FullOuterKernel(3, 6)
-    factor = FullFactorKernel(3, 6)
+    outer = FullOuterKernel(3, 6, shift, np.dtype(dtype))
+    factor = FullFactorKernel(3, 6, shift, np.dtype(dtype))
     for kern in (outer, factor):
-        kern.set_parameters(state, shift, np.dtype(np.float64))
-    xc = X - shift
-    lp_o, ctx_o = outer.log_prob(xc)
-    lp_f, ctx_f = factor.log_prob(xc)
-    np.testing.assert_allclose(lp_o, lp_f, rtol=1e-11)
-    np.testing.assert_allclose(lp_o, direct_log_prob(X, state), rtol=1e-10)
-    resp = rng.dirichlet(np.ones(3), size=50)
-    outer.accumulate(xc, resp, ctx_o)
-    factor.accumulate(xc, resp, ctx_f)
-    np.testing.assert_allclose(outer.second_moments(), factor.second_moments(), rtol=1e-12, atol=1e-12)
+        kern.set_parameters(state)
+    ctx_o, ctx_f = outer.prepare(X), factor.prepare(X)
+    lp_o, lp_f = outer.log_prob(ctx_o), factor.log_prob(ctx_f)
+    rtol = 1e-11 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(lp_o, lp_f, rtol=rtol)
+    np.testing.assert_allclose(lp_o, direct_log_prob(X, state), rtol=10 * rtol)
+    resp = rng.dirichlet(np.ones(3), size=50).astype(dtype)
+    outer.accumulate(ctx_o, resp)
+    factor.accumulate(ctx_f, resp)
+    for a, b in zip(outer.statistics(), factor.statistics(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12 if dtype == np.float64 else 1e-5, atol=1e-12 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+@pytest.mark.parametrize("d", [3, 80])
+def test_e_step_matches_direct_computation_both_full_formulations(ctype: str, d: int) -> None:
+    """Large d takes the per-component (factor) path for full covariance; both are exact."""
+    rng = np.random.default_rng(11)
+    state = random_state(rng, 2, d, ctype)
+    X = rng.normal(scale=2.0, size=(400, d))
+    logp = direct_log_prob(X, state)
+    lse = logsumexp(logp, axis=1)
+    resp = np.exp(logp - lse[:, None])
+    w = rng.uniform(0.0, 2.0, size=400)
+    stats = e_step(X, state, block_size=33, shift=X.mean(0), sample_weight=w)
+    assert stats.log_likelihood == pytest.approx(w @ lse, rel=1e-11)
+    wr = resp * w[:, None]
+    xc = X - X.mean(0)
+    np.testing.assert_allclose(stats.nk, wr.sum(0), rtol=1e-10)
+    np.testing.assert_allclose(stats.sx, wr.T @ xc, rtol=1e-9, atol=1e-9)
+    expected = {
+        "full": np.einsum("nk,ni,nj->kij", wr, xc, xc),
+        "tied": xc.T @ (xc * w[:, None]),
+        "diag": wr.T @ xc**2,
+        "spherical": wr.T @ np.sum(xc**2, axis=1),
+    }[ctype]
+    np.testing.assert_allclose(stats.sxx, expected, rtol=1e-9, atol=1e-8)
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,9 +1,19 @@
 """Per-covariance-type block kernels: component log-densities and statistic accumulation.
 
-A kernel is built once per E-step from the parameters, the reference point ``shift`` and
-the compute dtype; it then processes blocks of centred rows ``x̃ = x − shift``.
-:func:`make_kernel` looks the kernel up in :data:`KERNELS` by covariance type (for full,
-the formulation is then picked by shape).
+A kernel is built once per E-step (and per thread) from the reference point ``shift``,
+the compute dtype and, to score, the parameters; it then processes blocks of rows:
+``prepare`` centres a block (``x̃ = x − shift``) into the kernel's reusable design
+buffer, ``log_prob`` returns ``log π_k + log N(x̃ | μ̃_k, Σ_k)`` and ``accumulate`` adds the
+block's ``N_k``, ``Σ r x̃`` and second-moment statistic. :func:`make_kernel` looks the
+kernel up in :data:`KERNELS` by covariance type (for full, the formulation is then
+picked by shape, see :func:`full_formulation`).
+
+Most kernels fold everything into two matrix products per block: with a design row
+``z_n = [1, x̃_n, φ(x̃_n)]`` (``φ`` the squares, the squared norm or ``triu(x̃x̃ᵀ)``), the
+log-densities are ``Z W`` (``W`` holds the constants, ``Λμ̃`` and ``−½Λ``) and the
+statistics are ``Rᵀ Z`` (its columns are ``N_k``, ``Σ r x̃`` and ``Σ r φ``). Few passes
+over ``(B, K)`` arrays, one output per product: that is what makes diag and spherical,
+which are memory-bound, fast.
 """
 
 from __future__ import annotations
@@ -12,11 +22,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+from scipy.linalg import blas
 
 from fedgmm.mixture import LOG_2PI, MixtureState, log_det_cholesky
 
-#: Full covariance uses the outer-product form while d(d+1)/2 <= this factor × K·d.
+#: Full covariance uses the shared outer-product form while ``d(d+1)/2 <= this × K·d``
+#: (its products then cost no more than the per-component ones) ...
 OUTER_PRODUCT_MAX_RATIO = 4.0
+#: ... and ``d`` is at most this: beyond it a row's ``triu(x̃x̃ᵀ)`` no longer fits a block
+#: in cache and the per-component Cholesky products (whose statistic is a rank-B update
+#: per component, ``syrk``, half a GEMM) win at every K (benchmarks/bench_sweep.py).
+OUTER_PRODUCT_MAX_FEATURES = 64
 
 
 class BlockKernel(Protocol):
@@ -25,21 +41,24 @@ class BlockKernel(Protocol):
     #: Elements of the largest per-row temporary (sets the block size).
     row_elements: int
 
-    def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
-        """Precompute what scoring needs from the parameters, centred at ``shift``."""
+    def set_parameters(self, state: MixtureState) -> None:
+        """Precompute what scoring needs from the parameters, centred at the kernel's shift."""
 
-    def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
-        """``log π_k + log N(x̃_n | μ̃_k, Σ_k)`` of a block, ``(B, K)``, and a reusable context."""
+    def prepare(self, x: np.ndarray) -> Any:
+        """Centre a block of raw rows ``(B, d)`` into the kernel's buffers; return a context."""
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
-        """Add the block's second-moment statistic into the kernel's float64 accumulator.
+    def log_prob(self, ctx: Any) -> np.ndarray:
+        """``log π_k + log N(x̃_n | μ̃_k, Σ_k)`` of the prepared block, a new ``(B, K)`` array."""
+
+    def accumulate(self, ctx: Any, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Add the block's statistics into the kernel's float64 accumulators.
 
         ``resp`` (B, K) already carries the row weights; ``weights`` (B,) is given again
         for the statistics that do not go through the responsibilities (tied).
         """
 
-    def second_moments(self) -> np.ndarray:
-        """The accumulated second-moment statistic in the shape the covariance type needs."""
+    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Accumulated ``N_k`` (K,), ``Σ r x̃`` (K, d) and the second moments of the type."""
 
 
 def _log_weights(state: MixtureState) -> np.ndarray:
@@ -47,215 +66,339 @@ def _log_weights(state: MixtureState) -> np.ndarray:
         return np.log(state.weights)
 
 
-class FullOuterKernel:
+def _rows_buffer(buf: np.ndarray | None, rows: int, cols: int, dtype: np.dtype, fill_first: bool) -> np.ndarray:
+    """A ``(≥rows, cols)`` buffer of ``dtype``, reused across blocks; column 0 is ones if asked."""
+    if buf is None or buf.shape[0] < rows or buf.dtype != dtype:
+        buf = np.empty((rows, cols), dtype=dtype)
+        if fill_first:
+            buf[:, 0] = 1.0
+    return buf
+
+
+class _DesignKernel:
+    """Shared machinery of the kernels whose block work is ``Z W`` and ``Rᵀ Z``."""
+
+    d: int
+    cols: int
+
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
+        self.d, self.k = n_features, n_components
+        # Kept in float64: blocks are centred in float64 and then rounded to ``dtype``, so
+        # the statistics are about exactly the shift they are labelled with.
+        self.shift = np.asarray(shift, dtype=np.float64)
+        self.dtype = np.dtype(dtype)
+        self.acc = np.zeros((n_components, self.cols))
+        self._z: np.ndarray | None = None
+        self._logw_apart: np.ndarray | None = None
+
+    def _set_w(self, const: np.ndarray, linear: np.ndarray, quad: np.ndarray, logw: np.ndarray) -> None:
+        """``W = [const + log π; Λμ̃; −½Λ]``; an impossible (zero-weight) component's ``−inf``
+        is added after the product instead, so it never meets a BLAS padding zero."""
+        finite = bool(np.all(np.isfinite(logw)))
+        top = const + logw if finite else const
+        self._logw_apart = None if finite else logw.astype(self.dtype)
+        self.w = np.ascontiguousarray(np.vstack([top[None, :], linear, quad]), dtype=self.dtype)
+
+    def log_prob(self, ctx: np.ndarray) -> np.ndarray:
+        logp = ctx @ self.w
+        if self._logw_apart is not None:
+            logp += self._logw_apart
+        return logp
+
+    def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
+        self.acc += resp.T @ ctx
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = self.d
+        return self.acc[:, 0].copy(), self.acc[:, 1 : 1 + d].copy(), self._second(self.acc[:, 1 + d :])
+
+    def _second(self, block: np.ndarray) -> np.ndarray:
+        return block.copy()
+
+
+class DiagKernel(_DesignKernel):
+    """Diagonal covariance: ``z = [1, x̃, x̃²]``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r x̃²``."""
+
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
+        self.cols = 1 + 2 * n_features
+        self.row_elements = self.cols + n_components
+        super().__init__(n_components, n_features, shift, dtype)
+
+    def set_parameters(self, state: MixtureState) -> None:
+        d = self.d
+        prec = state.precisions_cholesky**2  # (K, d)
+        means_c = state.means - self.shift
+        log_det = log_det_cholesky(state.precisions_cholesky, "diag", d)
+        const = -0.5 * (d * LOG_2PI + np.sum(means_c**2 * prec, axis=1)) + log_det
+        self._set_w(const, (means_c * prec).T, -0.5 * prec.T, _log_weights(state))
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        b, d = x.shape[0], self.d
+        self._z = _rows_buffer(self._z, b, self.cols, self.dtype, True)
+        z = self._z[:b]
+        xc = z[:, 1 : 1 + d]
+        np.subtract(x, self.shift, out=xc)
+        np.multiply(xc, xc, out=z[:, 1 + d :])
+        return z
+
+
+class SphericalKernel(_DesignKernel):
+    """Spherical covariance: ``z = [1, x̃, ‖x̃‖²]``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r ‖x̃‖²``."""
+
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
+        self.cols = 2 + n_features
+        self.row_elements = self.cols + n_components
+        super().__init__(n_components, n_features, shift, dtype)
+
+    def set_parameters(self, state: MixtureState) -> None:
+        d = self.d
+        prec = state.precisions_cholesky**2  # (K,)
+        means_c = state.means - self.shift
+        log_det = log_det_cholesky(state.precisions_cholesky, "spherical", d)
+        const = -0.5 * (d * LOG_2PI + np.sum(means_c**2, axis=1) * prec) + log_det
+        self._set_w(const, (means_c * prec[:, None]).T, -0.5 * prec[None, :], _log_weights(state))
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        b, d = x.shape[0], self.d
+        self._z = _rows_buffer(self._z, b, self.cols, self.dtype, True)
+        z = self._z[:b]
+        xc = z[:, 1 : 1 + d]
+        np.subtract(x, self.shift, out=xc)
+        np.einsum("ij,ij->i", xc, xc, out=z[:, 1 + d])
+        return z
+
+    def _second(self, block: np.ndarray) -> np.ndarray:
+        return block[:, 0].copy()
+
+
+class FullOuterKernel(_DesignKernel):
     """Full covariance through the upper-triangular outer products ``q_n = triu(x̃ x̃ᵀ)``.
 
     The Mahalanobis term is ``x̃ᵀΛx̃ − 2 x̃ᵀΛμ̃ + μ̃ᵀΛμ̃`` with ``x̃ᵀΛx̃ = q_n · λ`` (λ the
-    triangle of Λ with doubled off-diagonal), so the E-step is one ``(B, T) @ (T, K)``
-    product and the M-step statistic ``Σ_n r_nk q_n`` is one ``(T, B) @ (B, K)`` product
-    over the same ``q`` (T = d(d+1)/2). That is half the flops of forming ``P_kᵀx̃`` for
-    every k and touches ``T`` instead of ``K·d`` numbers per row.
+    triangle of Λ with doubled off-diagonal), so with ``z = [1, x̃, q]`` the E-step is one
+    ``(B, 1+d+T) @ (1+d+T, K)`` product and every statistic is one ``(1+d+T, B) @ (B, K)``
+    product over the same ``z`` (T = d(d+1)/2). That is half the flops of forming ``P_kᵀx̃``
+    for every k and touches ``T`` instead of ``K·d`` numbers per row: the cheaper form while
+    d is small against K (see :func:`full_formulation`).
     """
 
-    def __init__(self, n_components: int, n_features: int) -> None:
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         d = n_features
-        self.d = d
         self.iu, self.ju = np.triu_indices(d)
-        self.offsets = np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])
-        self.row_elements = int(self.offsets[-1])
-        self.sxx = np.zeros((self.row_elements, n_components))
-        self._q: np.ndarray | None = None
+        self.offsets = 1 + d + np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])
+        self.cols = int(self.offsets[-1])
+        self.row_elements = self.cols + n_components
+        super().__init__(n_components, n_features, shift, dtype)
+        self.acc = np.zeros((self.cols, n_components))  # transposed layout: Z is (cols, B)
 
-    def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
+    def set_parameters(self, state: MixtureState) -> None:
         d = self.d
         prec = state.precisions  # (K, d, d)
-        means_c = state.means - shift
+        means_c = state.means - self.shift
         lam = prec[:, self.iu, self.ju] * np.where(self.iu == self.ju, 1.0, 2.0)
-        self.lam = np.ascontiguousarray(lam.T, dtype=dtype)  # (T, K)
         lin = np.einsum("kij,kj->ki", prec, means_c)  # Λμ̃, (K, d)
-        self.lin2 = np.ascontiguousarray(-2.0 * lin.T, dtype=dtype)  # (d, K)
         quad = np.einsum("ki,ki->k", lin, means_c)
         log_det = log_det_cholesky(state.precisions_cholesky, "full", d)
-        self.const = (-0.5 * (d * LOG_2PI + quad) + log_det + _log_weights(state)).astype(dtype)
+        const = -0.5 * (d * LOG_2PI + quad) + log_det
+        self._set_w(const, lin.T, -0.5 * lam.T, _log_weights(state))
 
-    def _outer(self, xc: np.ndarray) -> np.ndarray:
-        """``triu(x̃ x̃ᵀ)`` of every row, laid out ``(T, B)``: each entry's values over the block
-        are contiguous, so it is built with ``d`` broadcast products of whole rows of ``x̃ᵀ``
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """``z`` of every row laid out ``(cols, B)``: each entry's values over the block are
+        contiguous, so ``q`` is built with ``d`` broadcast products of whole rows of ``x̃ᵀ``
         (3× faster than writing ``(B, T)`` column strips)."""
-        b = xc.shape[0]
-        if self._q is None or self._q.shape[1] < b or self._q.dtype != xc.dtype:
-            self._q = np.empty((self.row_elements, b), dtype=xc.dtype)
-        q = self._q[:, :b]
-        xt = np.ascontiguousarray(xc.T)
+        b, d = x.shape[0], self.d
+        if self._z is None or self._z.shape[1] < b or self._z.dtype != self.dtype:
+            self._z = np.empty((self.cols, b), dtype=self.dtype)
+            self._z[0] = 1.0
+        z = self._z[:, :b]
+        xt = z[1 : 1 + d]
+        np.subtract(x.T, self.shift[:, None], out=xt)
         off = self.offsets
-        for i in range(self.d):
-            np.multiply(xt[i], xt[i:], out=q[off[i] : off[i + 1]])
-        return q
+        for i in range(d):
+            np.multiply(xt[i], xt[i:], out=z[off[i] : off[i + 1]])
+        return z
 
-    def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
-        q = self._outer(xc)
-        maha_half = q.T @ self.lam
-        maha_half += xc @ self.lin2
-        logp = self.const - 0.5 * maha_half
-        return logp, q
+    def log_prob(self, ctx: np.ndarray) -> np.ndarray:
+        logp = ctx.T @ self.w
+        if self._logw_apart is not None:
+            logp += self._logw_apart
+        return logp
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
-        q = ctx if ctx is not None else self._outer(xc)
-        self.sxx += q @ resp
+    def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
+        self.acc += ctx @ resp
 
-    def second_moments(self) -> np.ndarray:
-        k = self.sxx.shape[1]
-        out = np.empty((k, self.d, self.d))
-        out[:, self.iu, self.ju] = self.sxx.T
-        out[:, self.ju, self.iu] = self.sxx.T
-        return out
+    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d, k = self.d, self.k
+        tri = self.acc[1 + d :].T  # (K, T)
+        out = np.empty((k, d, d))
+        out[:, self.iu, self.ju] = tri
+        out[:, self.ju, self.iu] = tri
+        return self.acc[0].copy(), self.acc[1 : 1 + d].T.copy(), out
+
+
+def _syrk_upper(a_t: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """``acc += a_tᵀ-form product``: upper triangle of ``a_t a_tᵀ`` (``a_t`` is (d, B), Fortran
+    order) added into the Fortran-ordered float64 ``acc`` (d, d), in place where possible."""
+    if a_t.dtype == np.float64:
+        return blas.dsyrk(1.0, a_t, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
+    acc += blas.ssyrk(1.0, a_t, trans=0, lower=0)
+    return acc
 
 
 class FullFactorKernel:
-    """Full covariance through ``y = x̃ [P_1 … P_K] − [μ̃_1P_1 … μ̃_KP_K]`` (large d, small K).
+    """Full covariance through the per-component Cholesky products ``y_k = x̃ P_k − μ̃_k P_k``.
 
-    Used when ``d(d+1)/2`` outgrows ``K·d`` so much that the outer products would cost more
-    than the factor products; the statistic is ``x̃ᵀ [r_1 ⊙ x̃ … r_K ⊙ x̃]``.
+    Per component and block one ``(B, d) @ (d, d)`` product for the Mahalanobis term, and
+    one rank-B update ``Σ r_nk x̃ x̃ᵀ`` (``syrk``: the upper triangle only, half a GEMM) for
+    the statistic; temporaries are ``(B, d)``, never ``(B, K·d)`` or ``(B, d²)``. The cheaper
+    form when d is large (see :func:`full_formulation`).
     """
 
-    def __init__(self, n_components: int, n_features: int) -> None:
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.d, self.k = n_features, n_components
-        self.row_elements = n_components * n_features
-        self.sxx = np.zeros((n_components, n_features, n_features))
+        self.row_elements = 2 * n_features + n_components
+        # Kept in float64: blocks are centred in float64 and then rounded to ``dtype``, so
+        # the statistics are about exactly the shift they are labelled with.
+        self.shift = np.asarray(shift, dtype=np.float64)
+        self.dtype = np.dtype(dtype)
+        self.nk = np.zeros(n_components)
+        self.sx = np.zeros((n_components, n_features))
+        self.acc = [np.zeros((n_features, n_features), order="F") for _ in range(n_components)]
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
 
-    def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
-        d, k = self.d, self.k
+    def set_parameters(self, state: MixtureState) -> None:
+        d = self.d
         pc = state.precisions_cholesky
-        means_c = state.means - shift
-        self.pcat = np.ascontiguousarray(pc.transpose(1, 0, 2).reshape(d, k * d), dtype=dtype)
-        self.bcat = np.einsum("kd,kde->ke", means_c, pc).reshape(k * d).astype(dtype)
+        means_c = state.means - self.shift
+        self.p = [np.ascontiguousarray(pc[k], dtype=self.dtype) for k in range(self.k)]
+        self.b = np.einsum("kd,kde->ke", means_c, pc).astype(self.dtype)
         log_det = log_det_cholesky(pc, "full", d)
-        self.const = (-0.5 * d * LOG_2PI + log_det + _log_weights(state)).astype(dtype)
+        self.const = (-0.5 * d * LOG_2PI + log_det + _log_weights(state)).astype(self.dtype)
 
-    def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
-        b = xc.shape[0]
-        y = xc @ self.pcat
-        y -= self.bcat
-        y2 = y.reshape(b * self.k, self.d)
-        maha = np.einsum("ij,ij->i", y2, y2).reshape(b, self.k)
-        return self.const - 0.5 * maha, None
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        b = x.shape[0]
+        self._x = _rows_buffer(self._x, b, self.d, self.dtype, False)
+        xc = self._x[:b]
+        np.subtract(x, self.shift, out=xc)
+        return xc
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
-        b = xc.shape[0]
-        z = (resp[:, :, None] * xc[:, None, :]).reshape(b, self.k * self.d)
-        self.sxx += (xc.T @ z).reshape(self.d, self.k, self.d).transpose(1, 0, 2)
+    def log_prob(self, ctx: np.ndarray) -> np.ndarray:
+        b = ctx.shape[0]
+        self._y = _rows_buffer(self._y, b, self.d, self.dtype, False)
+        y = self._y[:b]
+        logp = np.empty((b, self.k), dtype=self.dtype)
+        for k in range(self.k):
+            np.matmul(ctx, self.p[k], out=y)
+            y -= self.b[k]
+            np.einsum("ij,ij->i", y, y, out=logp[:, k])
+        logp *= -0.5
+        logp += self.const
+        return logp
 
-    def second_moments(self) -> np.ndarray:
-        return self.sxx
+    def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
+        b = ctx.shape[0]
+        self.nk += resp.sum(axis=0, dtype=np.float64)
+        self.sx += resp.T @ ctx
+        self._y = _rows_buffer(self._y, b, self.d, self.dtype, False)
+        a = self._y[:b]
+        root = np.sqrt(resp)
+        for k in range(self.k):
+            np.multiply(ctx, root[:, k : k + 1], out=a)
+            self.acc[k] = _syrk_upper(a.T, self.acc[k])
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = np.empty((self.k, self.d, self.d))
+        for k, upper in enumerate(self.acc):
+            tri = np.triu(upper)
+            out[k] = tri + np.triu(upper, 1).T
+        return self.nk.copy(), self.sx.copy(), out
 
 
 class TiedKernel:
-    """Tied covariance: ``y = x̃P``; ``‖y − μ̃_kP‖²`` expanded; statistic ``Σ x̃ x̃ᵀ``."""
+    """Tied covariance: ``y = x̃P``; ``‖y − μ̃_kP‖²`` expanded; statistic ``Σ w x̃ x̃ᵀ`` (syrk)."""
 
-    def __init__(self, n_components: int, n_features: int) -> None:
-        self.d = n_features
-        self.row_elements = max(n_features, n_components)
-        self.sxx = np.zeros((n_features, n_features))
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
+        self.d, self.k = n_features, n_components
+        self.row_elements = 2 * n_features + n_components
+        # Kept in float64: blocks are centred in float64 and then rounded to ``dtype``, so
+        # the statistics are about exactly the shift they are labelled with.
+        self.shift = np.asarray(shift, dtype=np.float64)
+        self.dtype = np.dtype(dtype)
+        self.nk = np.zeros(n_components)
+        self.sx = np.zeros((n_components, n_features))
+        self.acc = np.zeros((n_features, n_features), order="F")
+        self._x: np.ndarray | None = None
 
-    def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
+    def set_parameters(self, state: MixtureState) -> None:
         d = self.d
         pc = state.precisions_cholesky
-        means_c = state.means - shift
-        self.p = np.ascontiguousarray(pc, dtype=dtype)
+        means_c = state.means - self.shift
+        self.p = np.ascontiguousarray(pc, dtype=self.dtype)
         mp = means_c @ pc
-        self.mp2 = np.ascontiguousarray(-2.0 * mp.T, dtype=dtype)  # (d, K)
+        self.mp = np.ascontiguousarray(mp.T, dtype=self.dtype)  # (d, K)
         log_det = log_det_cholesky(pc, "tied", d)
         self.const = (
             -0.5 * (d * LOG_2PI + np.einsum("ij,ij->i", mp, mp)) + log_det + _log_weights(state)
-        ).astype(dtype)
+        ).astype(self.dtype)
 
-    def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
-        y = xc @ self.p
-        maha = y @ self.mp2
-        maha += np.einsum("ij,ij->i", y, y)[:, None]
-        return self.const - 0.5 * maha, None
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        b = x.shape[0]
+        self._x = _rows_buffer(self._x, b, self.d, self.dtype, False)
+        xc = self._x[:b]
+        np.subtract(x, self.shift, out=xc)
+        return xc
 
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
-        self.sxx += xc.T @ (xc if weights is None else xc * weights[:, None])
+    def log_prob(self, ctx: np.ndarray) -> np.ndarray:
+        y = ctx @ self.p
+        logp = y @ self.mp
+        logp -= 0.5 * np.einsum("ij,ij->i", y, y)[:, None]
+        logp += self.const
+        return logp
 
-    def second_moments(self) -> np.ndarray:
-        return self.sxx
+    def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
+        self.nk += resp.sum(axis=0, dtype=np.float64)
+        self.sx += resp.T @ ctx
+        a = ctx if weights is None else ctx * np.sqrt(weights)[:, None]
+        self.acc = _syrk_upper(a.T, self.acc)
 
-
-class DiagKernel:
-    """Diagonal covariance: ``Σ_j λ_kj (x̃_j − μ̃_kj)²`` expanded; statistic ``Σ r x̃²``."""
-
-    def __init__(self, n_components: int, n_features: int) -> None:
-        self.d = n_features
-        self.row_elements = max(n_features, n_components)
-        self.sxx = np.zeros((n_components, n_features))
-
-    def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
-        d = self.d
-        prec = state.precisions_cholesky**2  # (K, d)
-        means_c = state.means - shift
-        self.prec_t = np.ascontiguousarray(prec.T, dtype=dtype)  # (d, K)
-        self.mp2 = np.ascontiguousarray(-2.0 * (means_c * prec).T, dtype=dtype)
-        log_det = log_det_cholesky(state.precisions_cholesky, "diag", d)
-        quad = np.sum(means_c**2 * prec, axis=1)
-        self.const = (-0.5 * (d * LOG_2PI + quad) + log_det + _log_weights(state)).astype(dtype)
-
-    def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
-        x2 = xc * xc
-        maha = x2 @ self.prec_t
-        maha += xc @ self.mp2
-        return self.const - 0.5 * maha, x2
-
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
-        x2 = ctx if ctx is not None else xc * xc
-        self.sxx += resp.T @ x2
-
-    def second_moments(self) -> np.ndarray:
-        return self.sxx
+    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.nk.copy(), self.sx.copy(), np.triu(self.acc) + np.triu(self.acc, 1).T
 
 
-class SphericalKernel:
-    """Spherical covariance: ``λ_k ‖x̃ − μ̃_k‖²`` expanded; statistic ``Σ r ‖x̃‖²``."""
-
-    def __init__(self, n_components: int, n_features: int) -> None:
-        self.d = n_features
-        self.row_elements = max(n_features, n_components)
-        self.sxx = np.zeros(n_components)
-
-    def set_parameters(self, state: MixtureState, shift: np.ndarray, dtype: np.dtype) -> None:
-        d = self.d
-        prec = state.precisions_cholesky**2  # (K,)
-        means_c = state.means - shift
-        self.prec = prec.astype(dtype)
-        self.mp2 = np.ascontiguousarray(-2.0 * (means_c * prec[:, None]).T, dtype=dtype)
-        log_det = log_det_cholesky(state.precisions_cholesky, "spherical", d)
-        quad = np.sum(means_c**2, axis=1) * prec
-        self.const = (-0.5 * (d * LOG_2PI + quad) + log_det + _log_weights(state)).astype(dtype)
-
-    def log_prob(self, xc: np.ndarray) -> tuple[np.ndarray, Any]:
-        sq = np.einsum("ij,ij->i", xc, xc)
-        maha = sq[:, None] * self.prec
-        maha += xc @ self.mp2
-        return self.const - 0.5 * maha, sq
-
-    def accumulate(self, xc: np.ndarray, resp: np.ndarray, ctx: Any, weights: np.ndarray | None = None) -> None:
-        sq = ctx if ctx is not None else np.einsum("ij,ij->i", xc, xc)
-        self.sxx += resp.T @ sq
-
-    def second_moments(self) -> np.ndarray:
-        return self.sxx
-
-
-def _full_kernel(n_components: int, n_features: int) -> BlockKernel:
-    """The cheaper full-covariance formulation for this shape."""
+def full_formulation(n_components: int, n_features: int) -> str:
+    """``"outer"`` or ``"factor"``: the cheaper full-covariance formulation for this shape."""
     d = n_features
-    if d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * n_components * d:
-        return FullOuterKernel(n_components, d)
-    return FullFactorKernel(n_components, d)
+    if d <= OUTER_PRODUCT_MAX_FEATURES and d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * n_components * d:
+        return "outer"
+    return "factor"
 
 
-#: Kernel factory of each covariance type, called as ``factory(n_components, n_features)``.
-KERNELS: dict[str, Callable[[int, int], BlockKernel]] = {
+def row_elements(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Elements of a kernel's per-row temporaries (what sets the block size), without building it."""
+    k, d = n_components, n_features
+    if covariance_type == "full" and full_formulation(k, d) == "outer":
+        return 1 + d + d * (d + 1) // 2 + k
+    if covariance_type in ("full", "tied"):
+        return 2 * d + k
+    if covariance_type == "diag":
+        return 1 + 2 * d + k
+    if covariance_type == "spherical":
+        return 2 + d + k
+    raise ValueError(f"unknown covariance_type {covariance_type!r}")
+
+
+KernelFactory = Callable[[int, int, np.ndarray, np.dtype], BlockKernel]
+
+
+def _full_kernel(n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> BlockKernel:
+    if full_formulation(n_components, n_features) == "outer":
+        return FullOuterKernel(n_components, n_features, shift, dtype)
+    return FullFactorKernel(n_components, n_features, shift, dtype)
+
+
+#: Kernel factory of each covariance type, ``factory(n_components, n_features, shift, dtype)``.
+KERNELS: dict[str, KernelFactory] = {
     "full": _full_kernel,
     "tied": TiedKernel,
     "diag": DiagKernel,
@@ -270,22 +413,24 @@ def make_kernel(
     *,
     state: MixtureState | None = None,
     shift: np.ndarray | None = None,
-    dtype: np.dtype | None = None,
+    dtype: np.dtype | type | None = None,
 ) -> BlockKernel:
     """The block kernel of a covariance type (for full, the cheaper of the two forms).
 
     Without ``state`` the kernel can only accumulate statistics of given responsibilities;
-    with it (and ``shift`` of shape ``(d,)``) it also scores blocks in ``dtype``.
+    with it it also scores blocks. Blocks are centred at ``shift`` (zeros by default) and
+    computed in ``dtype`` (float64 by default).
     """
     try:
         factory = KERNELS[covariance_type]
     except KeyError:
         raise ValueError(f"unknown covariance_type {covariance_type!r}") from None
-    kernel = factory(n_components, n_features)
+    kernel = factory(
+        n_components,
+        n_features,
+        np.zeros(n_features) if shift is None else np.asarray(shift, dtype=np.float64),
+        np.dtype(np.float64) if dtype is None else np.dtype(dtype),
+    )
     if state is not None:
-        kernel.set_parameters(
-            state,
-            np.zeros(n_features) if shift is None else shift,
-            np.dtype(np.float64) if dtype is None else np.dtype(dtype),
-        )
+        kernel.set_parameters(state)
     return kernel

@@ -12,6 +12,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from fedgmm.em.kernels import BlockKernel, make_kernel
+from fedgmm.em.kernels import row_elements as kernel_row_elements
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
 from fedgmm.types import CovarianceType
 
@@ -182,11 +183,13 @@ def _compute_dtype(X: np.ndarray, dtype: np.dtype | type | None) -> np.dtype:
 _LOG_FLOOR = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -500.0}
 
 
-def _normalise(logp: np.ndarray) -> np.ndarray:
+def _normalise(logp: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Turn ``logp`` (B, K) into responsibilities in place; return ``log p(x_n)`` (B,).
 
     Log-sum-exp by the row maximum: rows whose every component has ``-inf`` weight are
-    impossible and come out as ``-inf`` with zero responsibilities, never NaN.
+    impossible and come out as ``-inf`` with zero responsibilities, never NaN. With
+    ``weights`` (B,), each row's responsibilities are multiplied by its weight (in the
+    same pass as the normalisation).
     """
     mx = logp.max(axis=1, keepdims=True)
     finite = np.isfinite(mx)
@@ -196,7 +199,11 @@ def _normalise(logp: np.ndarray) -> np.ndarray:
     np.exp(logp, out=logp)
     total = logp.sum(axis=1, keepdims=True)
     lse = np.log(total) + mx
-    logp /= total
+    if weights is None:
+        np.reciprocal(total, out=total)
+    else:
+        np.divide(weights[:, None], total, out=total)
+    logp *= total
     if not finite.all():
         rows = ~finite[:, 0]
         lse[rows] = -np.inf
@@ -229,23 +236,20 @@ def statistics_from_responsibilities(
     """
     n, d = X.shape
     k = resp.shape[1]
-    stats = SufficientStatistics.zeros(k, d, covariance_type, shift)
-    kernel = make_kernel(covariance_type, k, d)
-    nk, sx = stats.nk, stats.sx
+    ref = SufficientStatistics.zeros(k, d, covariance_type, shift).shift
     # Always float64: initial responsibilities are often one-hot at single rows, whose
     # covariance ``Σ r x̃x̃ᵀ/N − μ̃μ̃ᵀ`` is 0 + reg_covar only if the cancellation is exact
     # well below reg_covar (float32 products leave ~1e-7·‖x̃‖², not positive definite).
-    for rows in iter_blocks(n, block_size_for(kernel.row_elements, block_size)):
-        xc = X[rows].astype(np.float64) - stats.shift
+    kernel = make_kernel(covariance_type, k, d, shift=ref, dtype=np.float64)
+    for rows in iter_blocks(n, block_size_for(kernel_row_elements(covariance_type, k, d), block_size)):
         r = resp[rows].astype(np.float64, copy=False)
         w = None
         if sample_weight is not None:
             w = np.asarray(sample_weight[rows], dtype=np.float64)
             r = r * w[:, None]
-        nk += r.sum(axis=0, dtype=np.float64)
-        sx += r.T @ xc
-        kernel.accumulate(xc, r, None, w)
-    return SufficientStatistics(nk, sx, kernel.second_moments(), n, 0.0, stats.shift, covariance_type)
+        kernel.accumulate(kernel.prepare(X[rows]), r, w)
+    nk, sx, sxx = kernel.statistics()
+    return SufficientStatistics(nk, sx, sxx, n, 0.0, ref, covariance_type)
 
 
 def _scoring_kernel(
@@ -302,8 +306,7 @@ def e_step(
         sample_weight = np.asarray(sample_weight, dtype=np.float64)
         if sample_weight.shape != (n,):
             raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
-    row_elements = make_kernel(state.covariance_type, state.n_components, d).row_elements
-    block = block_size_for(row_elements, block_size)
+    block = block_size_for(kernel_row_elements(state.covariance_type, state.n_components, d), block_size)
     threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
     if threads <= 1:
         parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)]
@@ -325,29 +328,25 @@ def _e_step_rows(
     sample_weight: np.ndarray | None = None,
 ) -> SufficientStatistics:
     """E-step statistics of rows ``lo:hi``, block by block (one thread's share)."""
-    stats = SufficientStatistics.zeros(state.n_components, state.n_features, state.covariance_type, shift)
-    nk, sx = stats.nk, stats.sx
     kernel = _scoring_kernel(state, shift, cdtype)
-    shift_c = shift.astype(cdtype)
     total = 0.0
     for rows in iter_blocks(hi - lo, block):
         part = slice(lo + rows.start, lo + rows.stop)
-        xc = X[part].astype(cdtype, copy=False) - shift_c
-        resp, ctx = kernel.log_prob(xc)
-        lse = _normalise(resp)
+        ctx = kernel.prepare(X[part])
+        resp = kernel.log_prob(ctx)
         w = None
         if sample_weight is None:
+            lse = _normalise(resp)
             total += float(np.sum(lse, dtype=np.float64))
         else:
             w64 = sample_weight[part]
+            w = w64.astype(cdtype, copy=False)
+            lse = _normalise(resp, w)
             # 0 · (−inf) must count as a dropped row, not NaN.
             total += float(np.dot(w64[w64 > 0], lse[w64 > 0]))
-            w = w64.astype(cdtype, copy=False)
-            resp *= w[:, None]
-        nk += resp.sum(axis=0, dtype=np.float64)
-        sx += resp.T @ xc
-        kernel.accumulate(xc, resp, ctx, w)
-    return SufficientStatistics(nk, sx, kernel.second_moments(), hi - lo, total, shift, state.covariance_type)
+        kernel.accumulate(ctx, resp, w)
+    nk, sx, sxx = kernel.statistics()
+    return SufficientStatistics(nk, sx, sxx, hi - lo, total, shift, state.covariance_type)
 
 
 def _score_rows(
@@ -356,10 +355,9 @@ def _score_rows(
 ) -> None:
     """Fill ``log_norm[lo:hi]`` (and ``log_resp[lo:hi]`` if given), block by block."""
     kernel = _scoring_kernel(state, shift, cdtype)
-    shift_c = shift.astype(cdtype)
     for rows in iter_blocks(hi - lo, block):
         out = slice(lo + rows.start, lo + rows.stop)
-        logp, _ = kernel.log_prob(X[out].astype(cdtype, copy=False) - shift_c)
+        logp = kernel.log_prob(kernel.prepare(X[out]))
         if log_resp is None:
             log_norm[out] = _normalise(logp)
             continue
@@ -381,7 +379,7 @@ def _score(
         raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
     cdtype = _compute_dtype(X, dtype)
     shift = state.means.mean(axis=0)
-    block = block_size_for(make_kernel(state.covariance_type, state.n_components, d).row_elements, block_size)
+    block = block_size_for(kernel_row_elements(state.covariance_type, state.n_components, d), block_size)
     log_resp = np.empty((n, state.n_components), dtype=np.float64) if with_resp else None
     log_norm = np.empty(n, dtype=np.float64)
     threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
