@@ -366,7 +366,11 @@ def table(paths: list[Path]) -> None:
     alphas = sorted({r["alpha"] for r in rows})
     print("| regime | local | aggregation | starts | " + " | ".join(f"gap α={a:g}" for a in alphas) + " | AUC | KiB up |")
     print("|---|---|---|---|" + "---|" * len(alphas) + "---|---|")
-    kib = {(r["regime"], r["local"]): r["bytes"] / 1024 for r in rows if "bytes" in r}
+    kib_rows: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        if "bytes" in r and r["agg"] == "union":
+            kib_rows[(r["regime"], r["local"])].append(r["bytes"] / 1024)
+    kib = {key: float(np.mean(v)) for key, v in kib_rows.items()}
     for key in sorted(gaps):
         cells = []
         for a in alphas:
