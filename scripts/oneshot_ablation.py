@@ -129,7 +129,8 @@ def _fit(X: np.ndarray, k: int, reg: float, seed: int) -> MixtureState:
 
 def fit_local(X: np.ndarray, strategy: str, k_global: int, seed: int) -> tuple[MixtureState, float, str]:
     """One client's upload: (model, the reg_covar to take off before sampling, note)."""
-    rule, factor, reg = LOCALS[strategy]
+    rule, factor, reg_or_none = LOCALS[strategy]
+    reg = 0.0 if reg_or_none is None else float(reg_or_none)
     if rule == "fixed":
         return _fit(X, factor * k_global, reg, seed), reg, ""
     if rule == "auto":
