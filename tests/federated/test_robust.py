@@ -41,6 +41,7 @@ from fedgmm.federated.messages import (
     state_arrays,
 )
 from fedgmm.federated.robust import (
+    DEFAULT_MAX_COUNT_RATIO,
     MAX_SYNTHETIC_ROWS,
     bounded_synthetic_size,
     cap_counts,
@@ -58,6 +59,12 @@ from fedgmm.federated.union import union_mixture
 from fedgmm.mixture import MixtureState
 
 REG = 0.05
+R = DEFAULT_MAX_COUNT_RATIO
+
+
+def largest_share(others: np.ndarray) -> float:
+    """The most weight one client can get next to ``others`` (counted at most R × their median)."""
+    return float(R * np.median(others) / (others.sum() + R * np.median(others)))
 LOCAL = LocalFitSettings(k_min=6, k_max=6, reg_covar=REG)
 
 
@@ -186,7 +193,7 @@ def test_without_the_filter_a_shifted_clients_weight_is_still_bounded(claimed: i
     screened = screen_local_models(states, counts, reg_covar=REG, distance_filtering=False)
     share = screened.counts[3] / screened.counts.sum()
     others = np.delete(np.asarray(counts, dtype=float), 3)
-    assert share <= 5 * np.median(others) / (others.sum() + 5 * np.median(others)) + 1e-12
+    assert share <= largest_share(others) + 1e-12
     assert screened.decisions[3].action == "capped"
 
 
@@ -207,9 +214,9 @@ def test_claimed_counts_never_size_the_synthetic_set(claimed: float) -> None:
     screened = screen_local_models(states, counts, reg_covar=REG)
     assert screened.decisions[3].action == "capped" and 3 in screened.kept
     honest = np.delete(np.asarray(counts, dtype=float), 3)
-    assert screened.total <= honest.sum() + 5 * np.median(honest) + 1e-6
+    assert screened.total <= honest.sum() + R * np.median(honest) + 1e-6
     size = bounded_synthetic_size(5.0, screened.total, n_features=4, n_components=10)
-    assert size.rows <= 5 * (honest.sum() + 5 * np.median(honest)) + 1
+    assert size.rows <= 5 * (honest.sum() + R * np.median(honest)) + 1
     assert size.rows <= MAX_SYNTHETIC_ROWS
 
 
@@ -225,16 +232,26 @@ def test_synthetic_size_has_an_absolute_ceiling() -> None:
 
 # ---------------------------------------------------------------------------- counts
 def test_uncapped_counts_are_the_claims() -> None:
-    caps = cap_counts([100, 120, 90, 300])
+    caps = cap_counts([100, 120, 90, 180])
     assert all(d.action == "kept" for d in caps.decisions)
-    np.testing.assert_array_equal(caps.counts, [100, 120, 90, 300])
+    np.testing.assert_array_equal(caps.counts, [100, 120, 90, 180])
     np.testing.assert_array_equal(caps.factors, 1.0)
 
 
 def test_count_cap_is_relative_to_the_others_median() -> None:
-    caps = cap_counts([100, 120, 90, 10**12], max_client_weight=None)
-    assert caps.counts[3] == 5 * 100 and caps.decisions[3].action == "capped"
-    assert caps.total == 100 + 120 + 90 + 500
+    caps = cap_counts([100, 120, 90, 10**12], max_client_weight=None)  # alike clients: the tightest cap, 2x
+    assert caps.counts[3] == 2 * 100 and caps.decisions[3].action == "capped"
+    assert caps.total == 100 + 120 + 90 + 200
+    fixed = cap_counts([100, 120, 90, 10**12], max_client_weight=None, min_ratio=5.0)
+    assert fixed.counts[3] == 5 * 100
+
+
+def test_count_cap_adapts_to_honest_quantity_skew() -> None:
+    skewed = [30, 60, 120, 250, 500, 1000, 1500]
+    assert all(d.action == "kept" for d in cap_counts(skewed, max_client_weight=None).decisions)
+    alike = cap_counts([100, 110, 120, 130, 1000], max_client_weight=None)
+    assert alike.counts[4] == 2 * 115 and alike.decisions[4].action == "capped"
+    assert cap_counts([*skewed, 10**9], max_client_weight=None).counts[-1] <= R * 250
 
 
 def test_weight_share_cap_redistributes_the_excess() -> None:
@@ -372,7 +389,7 @@ def test_scaled_statistics_get_a_bounded_weight(factor: float) -> None:
     assert combined.total is not None
     others = np.array([s.n_samples for i, s in enumerate(stats) if i != 2], dtype=float)
     share = (combined.total.nk.sum() - others.sum()) / combined.total.nk.sum()
-    assert share <= 5 * np.median(others) / (others.sum() + 5 * np.median(others)) + 1e-9
+    assert share <= largest_share(others) + 1e-9
     honest, _ = em_round(list(parts), state)
     np.testing.assert_allclose(m_step(combined.total, 1e-3).means, m_step(plain_sum(honest), 1e-3).means, atol=0.5)
 
