@@ -43,6 +43,7 @@ from fedgmm.federated.messages import (
 from fedgmm.federated.robust import (
     DEFAULT_MAX_COUNT_RATIO,
     MAX_SYNTHETIC_ROWS,
+    RobustSettings,
     bounded_synthetic_size,
     cap_counts,
     check_mixtures,
@@ -464,3 +465,10 @@ def test_moment_attacks_are_capped_or_rejected(make, action: str) -> None:  # ty
     assert result.total is not None
     honest = np.vstack(parts)
     assert np.abs(result.total / result.count - honest.mean(axis=0)).max() < 0.5
+
+
+def test_robust_settings_validate() -> None:
+    assert RobustSettings().enabled and RobustSettings().max_client_weight == 0.5
+    for bad in ({"max_client_weight": 0.0}, {"max_count_ratio": 0.5}, {"max_component_share": 2.0}, {"max_synthetic_rows": 0}):
+        with pytest.raises(ValueError, match="must be"):
+            RobustSettings(**bad)  # type: ignore[arg-type]

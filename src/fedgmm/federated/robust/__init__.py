@@ -27,6 +27,7 @@ from fedgmm.federated.robust.mixtures import (
 )
 from fedgmm.federated.robust.moments import CombinedMoments, combine_moments
 from fedgmm.federated.robust.records import ACTIONS, ClientDecision, merge_decisions
+from fedgmm.federated.robust.settings import RobustSettings
 from fedgmm.federated.robust.statistics import (
     CombinedStatistics,
     check_statistics,
@@ -45,6 +46,7 @@ __all__ = [
     "CombinedMoments",
     "CombinedStatistics",
     "CountCaps",
+    "RobustSettings",
     "ScreenResult",
     "ScreenedModels",
     "SyntheticSize",
