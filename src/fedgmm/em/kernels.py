@@ -26,13 +26,15 @@ from scipy.linalg import blas
 
 from fedgmm.mixture import LOG_2PI, MixtureState, log_det_cholesky
 
-#: Full covariance uses the shared outer-product form while ``d(d+1)/2 <= this × K·d``
-#: (its products then cost no more than the per-component ones) ...
-OUTER_PRODUCT_MAX_RATIO = 4.0
-#: ... and ``d`` is at most this: beyond it a row's ``triu(x̃x̃ᵀ)`` no longer fits a block
-#: in cache and the per-component Cholesky products (whose statistic is a rank-B update
-#: per component, ``syrk``, half a GEMM) win at every K (benchmarks/bench_sweep.py).
-OUTER_PRODUCT_MAX_FEATURES = 64
+#: Full covariance uses the shared outer-product form while a row's triangle
+#: ``d(d+1)/2`` is at most ``(K + 1)·d`` numbers, i.e. ``d <= 2K + 1`` (measured crossover,
+#: single thread, CPU time per row: d=16 K=16 outer 1.1 µs vs factor 2.4; d=48 K=16 outer
+#: 12.1 vs 10.7; d=64 K=128 outer 65 vs 115; d=128 K=16 outer 90 vs 37) ...
+OUTER_PRODUCT_MAX_RATIO = 1.0
+#: ... and ``d`` is at most this: beyond it a block of ``triu(x̃x̃ᵀ)`` rows is tens of MiB
+#: (128 rows × d²/2) and the per-component Cholesky products, whose temporaries are
+#: ``(B, d)``, are the safer choice at every K.
+OUTER_PRODUCT_MAX_FEATURES = 256
 
 
 class BlockKernel(Protocol):
@@ -369,7 +371,7 @@ class TiedKernel:
 def full_formulation(n_components: int, n_features: int) -> str:
     """``"outer"`` or ``"factor"``: the cheaper full-covariance formulation for this shape."""
     d = n_features
-    if d <= OUTER_PRODUCT_MAX_FEATURES and d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * n_components * d:
+    if d <= OUTER_PRODUCT_MAX_FEATURES and d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * (n_components + 1) * d:
         return "outer"
     return "factor"
 
@@ -386,6 +388,15 @@ def row_elements(covariance_type: str, n_components: int, n_features: int) -> in
     if covariance_type == "spherical":
         return 2 + d + k
     raise ValueError(f"unknown covariance_type {covariance_type!r}")
+
+
+def min_block_rows(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Fewest rows per block: kernels that add a ``d × d`` rank-B update per block (full
+    factor form, tied) need ``B`` comparable to ``d`` for it to be compute-, not memory-bound."""
+    d = n_features
+    if covariance_type == "tied" or (covariance_type == "full" and full_formulation(n_components, d) == "factor"):
+        return max(128, d // 2)
+    return 128
 
 
 KernelFactory = Callable[[int, int, np.ndarray, np.dtype], BlockKernel]

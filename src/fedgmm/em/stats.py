@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fedgmm.em.kernels import BlockKernel, make_kernel
+from fedgmm.em.kernels import BlockKernel, make_kernel, min_block_rows
 from fedgmm.em.kernels import row_elements as kernel_row_elements
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
 from fedgmm.types import CovarianceType
@@ -151,13 +151,21 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     return _EXECUTORS[threads]
 
 
-def block_size_for(row_elements: int, block_size: int | None = None) -> int:
+def block_size_for(row_elements: int, block_size: int | None = None, min_rows: int = MIN_BLOCK_ROWS) -> int:
     """Rows per block so that rows × ``row_elements`` stays near :data:`DEFAULT_BLOCK_ELEMENTS`."""
     if block_size is not None:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}.")
         return int(block_size)
-    return int(max(MIN_BLOCK_ROWS, DEFAULT_BLOCK_ELEMENTS // max(1, row_elements)))
+    return int(max(min_rows, DEFAULT_BLOCK_ELEMENTS // max(1, row_elements)))
+
+
+def _kernel_block(covariance_type: str, n_components: int, n_features: int, block_size: int | None) -> int:
+    return block_size_for(
+        kernel_row_elements(covariance_type, n_components, n_features),
+        block_size,
+        min_block_rows(covariance_type, n_components, n_features),
+    )
 
 
 def iter_blocks(n_samples: int, block: int) -> Iterator[slice]:
@@ -241,7 +249,7 @@ def statistics_from_responsibilities(
     # covariance ``Σ r x̃x̃ᵀ/N − μ̃μ̃ᵀ`` is 0 + reg_covar only if the cancellation is exact
     # well below reg_covar (float32 products leave ~1e-7·‖x̃‖², not positive definite).
     kernel = make_kernel(covariance_type, k, d, shift=ref, dtype=np.float64)
-    for rows in iter_blocks(n, block_size_for(kernel_row_elements(covariance_type, k, d), block_size)):
+    for rows in iter_blocks(n, _kernel_block(covariance_type, k, d, block_size)):
         r = resp[rows].astype(np.float64, copy=False)
         w = None
         if sample_weight is not None:
@@ -306,7 +314,7 @@ def e_step(
         sample_weight = np.asarray(sample_weight, dtype=np.float64)
         if sample_weight.shape != (n,):
             raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
-    block = block_size_for(kernel_row_elements(state.covariance_type, state.n_components, d), block_size)
+    block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
     threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
     if threads <= 1:
         parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)]
@@ -379,7 +387,7 @@ def _score(
         raise ValueError(f"X has {d} features, but the mixture has {state.n_features}.")
     cdtype = _compute_dtype(X, dtype)
     shift = state.means.mean(axis=0)
-    block = block_size_for(kernel_row_elements(state.covariance_type, state.n_components, d), block_size)
+    block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
     log_resp = np.empty((n, state.n_components), dtype=np.float64) if with_resp else None
     log_norm = np.empty(n, dtype=np.float64)
     threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
