@@ -218,10 +218,15 @@ def component_features(state: MixtureState) -> np.ndarray:
     return np.hstack([np.asarray(state.means), root])
 
 
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _sq_dist(a: np.ndarray, a_sq: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between rows (``a_sq``, ``b_sq``: the rows' squared norms)."""
     with np.errstate(all="ignore"):
-        out = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2.0 * a @ b.T
+        out = a_sq[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)
     return np.clip(np.nan_to_num(out, nan=np.inf, posinf=np.inf), 0.0, None)
+
+
+#: Cost-matrix entries computed per matrix product in :func:`mixture_distances` (32 MiB).
+_COST_BLOCK = 1 << 22
 
 
 def _directed(cost: np.ndarray, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -261,13 +266,29 @@ def mixture_distances(
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ref_w = np.concatenate([weights[j] for j in ref])
     owner = np.repeat(np.arange(len(ref)), sizes)
+    with np.errstate(all="ignore"):
+        ref_sq = (ref_feats**2).sum(axis=1)
     out = np.empty((len(states), len(ref)))
-    for i, (f, w) in enumerate(zip(feats, weights, strict=True)):
-        cost = _sq_dist(f, ref_feats)  # (K_i, M_ref)
-        forward = _directed(cost, w, starts)
-        with np.errstate(all="ignore"):
-            back = np.bincount(owner, weights=ref_w * cost.min(axis=0), minlength=len(ref))
-        out[i] = 0.5 * (forward + np.nan_to_num(back, nan=np.inf))
+    bounds = np.concatenate([[0], np.cumsum([f.shape[0] for f in feats])])
+    all_feats = np.vstack(feats)
+    with np.errstate(all="ignore"):
+        all_sq = (all_feats**2).sum(axis=1)
+    step = max(1, _COST_BLOCK // max(1, ref_feats.shape[0]))
+    lo = 0
+    while lo < len(states):
+        # One matrix product for a block of clients whose components fit in _COST_BLOCK entries.
+        hi = lo + 1
+        while hi < len(states) and bounds[hi + 1] - bounds[lo] <= step:
+            hi += 1
+        rows = slice(int(bounds[lo]), int(bounds[hi]))
+        block = _sq_dist(all_feats[rows], all_sq[rows], ref_feats, ref_sq)
+        for i in range(lo, hi):
+            cost = block[bounds[i] - bounds[lo] : bounds[i + 1] - bounds[lo]]  # (K_i, M_ref)
+            forward = _directed(cost, weights[i], starts)
+            with np.errstate(all="ignore"):
+                back = np.bincount(owner, weights=ref_w * cost.min(axis=0), minlength=len(ref))
+            out[i] = 0.5 * (forward + np.nan_to_num(back, nan=np.inf))
+        lo = hi
     return out
 
 
