@@ -62,11 +62,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--eps", nargs="+", default=["1", "8", "inf"])
     ap.add_argument("--local-k", type=int, default=4)
-    ap.add_argument("--ctype", default="diag")
-    ap.add_argument("--iters", type=int, default=4)
+    ap.add_argument("--ctype", default="full")
+    ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--clip", type=float, default=1.5)
-    ap.add_argument("--split", type=float, nargs=4, default=[1.0, 1.0, 1.0, 1.0], help="count first second scatter")
-    ap.add_argument("--cov-strength", type=float, default=10.0)
+    ap.add_argument("--split", type=float, nargs=4, default=None, help="count first second scatter")
+    ap.add_argument("--residual", type=float, default=0.75)
+    ap.add_argument("--cov-strength", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--clients", type=int, default=20)
@@ -90,7 +91,7 @@ def main() -> None:
     out = {"dataset": args.dataset, "clients": [int(p.size) for p in parts], "central": ll_central, "rows": []}
     print(f"centralized K=20 test LL {ll_central:.3f} ({time.time() - t0:.1f}s); client sizes {sorted(out['clients'])}")
     scale = np.sqrt(eig)  # public per-feature std of the PCA coordinates (from the transform)
-    split = BudgetSplit(*args.split)
+    split = BudgetSplit(*args.split) if args.split else None
     for e in args.eps:
         eps = float(e)
         t0 = time.time()
@@ -105,7 +106,7 @@ def main() -> None:
                 counts.append(float(rows.size))
                 continue
             res = fit_dp_local(Xc, n_components=args.local_k, epsilon=eps, delta=1e-5,
-                               covariance_type=args.ctype, max_iter=args.iters, feature_scale=scale, clip_factor=args.clip,
+                               covariance_type=args.ctype, max_iter=args.iters, feature_scale=scale, clip_factor=args.clip, residual_factor=args.residual,
                                split=split, cov_strength=args.cov_strength, random_state=args.seed * 1000 + c)
             states.append(res.state)
             counts.append(res.noisy_count)

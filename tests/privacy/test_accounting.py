@@ -39,10 +39,10 @@ def test_single_gaussian_matches_the_library_calibration() -> None:
 def test_calibration_never_exceeds_the_target(eps: float, counts: tuple[int, ...]) -> None:
     ratios = (1.0, 1.5, 0.7, 2.0)[: len(counts)]
     s = calibrate_noise(eps, 1e-5, ratios=ratios, counts=counts, accountant="rdp")
-    spent = epsilon_spent([GaussianRelease(s * r, c) for r, c in zip(ratios, counts)], 1e-5, accountant="rdp")
+    spent = epsilon_spent([GaussianRelease(s * r, c) for r, c in zip(ratios, counts, strict=True)], 1e-5, accountant="rdp")
     assert spent <= eps
     assert spent > 0.98 * eps  # and it is the smallest such noise, within tolerance
-    louder = epsilon_spent([GaussianRelease(0.97 * s * r, c) for r, c in zip(ratios, counts)], 1e-5, accountant="rdp")
+    louder = epsilon_spent([GaussianRelease(0.97 * s * r, c) for r, c in zip(ratios, counts, strict=True)], 1e-5, accountant="rdp")
     assert louder > eps
 
 

@@ -21,6 +21,11 @@ CALIBRATION_RTOL = 1e-4
 #: bound on ε) at any interval; 1e-3 moves ε by < 1e-5 at ε ≈ 8 and is 10× faster than 1e-4.
 PLD_DISCRETIZATION = 1e-3
 
+#: Smallest noise multiplier calibration returns. Budgets that would allow less noise (ε of
+#: several tens) get this much and spend less than their target; below it the PLD
+#: accountant's discretisation gets slow and the guarantee is not worth stating.
+MIN_NOISE_MULTIPLIER = 0.5
+
 INSTALL_HINT = (
     "differential privacy needs the 'dp-accounting' package: install it with "
     "pip install 'fedgmm[privacy]' (or pip install 'dp-accounting>=0.4')."
@@ -162,12 +167,13 @@ def _calibrate(
 
     # An explicit bracket: the library's default search starts near 0, where the PLD
     # discretisation of a near-noiseless Gaussian does not fit in memory.
-    hi = max(1e-2, math.sqrt(sum(counts)) / epsilon)
+    floor = MIN_NOISE_MULTIPLIER / min(ratios)
+    hi = max(floor, math.sqrt(sum(counts)) / epsilon)
     while eps(hi) > epsilon:
         hi *= 2.0
     lo = hi
-    while lo > 1e-2 and eps(lo) <= epsilon:
-        lo /= 2.0
+    while lo > floor and eps(lo) <= epsilon:
+        lo = max(lo / 2.0, floor)
     if eps(lo) <= epsilon:
         return lo
     scale = float(

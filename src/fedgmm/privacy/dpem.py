@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedgmm._random import SeedLike, as_generator
-from fedgmm.em.stats import SufficientStatistics, e_step
+from fedgmm.em.stats import SufficientStatistics, log_responsibilities
 from fedgmm.mixture import MixtureState, check_covariance_type
 from fedgmm.privacy.accounting import (
     Accountant,
@@ -20,6 +20,9 @@ from fedgmm.privacy.accounting import (
 from fedgmm.privacy.clipping import DEFAULT_CLIP_FACTOR, Sensitivity, clip_rows, norm_bound
 from fedgmm.types import CovarianceType
 
+#: Default residual clipping radius (about each component's mean), in units of ``sqrt(d)``
+#: in whitened coordinates.
+DEFAULT_RESIDUAL_FACTOR = 0.75
 #: Noisy counts are floored at this many rows before dividing by them.
 COUNT_FLOOR = 1.0
 #: Covariance eigenvalues (variances) are floored at this fraction of the prior variance.
@@ -59,6 +62,12 @@ class BudgetSplit:
                 raise ValueError(f"BudgetSplit.{name} must be positive, got {getattr(self, name)}.")
 
 
+#: Default budget split: counts are cheap to protect (sensitivity 1 against N_k in the
+#: hundreds), so they get 3× the noise multiplier; the second moments, which set the
+#: covariances, get the most budget.
+DEFAULT_SPLIT = BudgetSplit(count=3.0, first=1.0, second=0.8, scatter=1.0)
+
+
 @dataclass(frozen=True)
 class NoiseScales:
     """Standard deviations of the Gaussian noise added to each statistic (``σ = z · Δ``)."""
@@ -69,16 +78,18 @@ class NoiseScales:
     scatter: float
 
 
-def releases_of(
-    n_iter: int, covariance_type: CovarianceType, split: BudgetSplit, scale: float, *, scatter: bool = True
-) -> list[GaussianRelease]:
-    """The Gaussian releases ``n_iter`` DP-EM iterations make, with noise multipliers ``scale · ratio``."""
-    out = [GaussianRelease(scale * split.count, n_iter), GaussianRelease(scale * split.first, n_iter)]
-    if covariance_type != "tied":
-        out.append(GaussianRelease(scale * split.second, n_iter))
-    if scatter or covariance_type == "tied":
-        out.append(GaussianRelease(scale * split.scatter, 1))
-    return out
+def releases_of(n_iter: int, covariance_type: CovarianceType, split: BudgetSplit, scale: float) -> list[GaussianRelease]:
+    """The Gaussian releases of :func:`fit_dp_local`, with noise multipliers ``scale · ratio``.
+
+    Once: ``n`` (ratio ``count``), ``Σ x`` (``first``) and ``Σ x xᵀ`` (``scatter``); then per
+    iteration ``N_k`` (``count``), ``Σ r ρ`` (``first``) and the second moments (``second``).
+    """
+    return [
+        GaussianRelease(scale * split.count, 1 + n_iter),
+        GaussianRelease(scale * split.first, 1 + n_iter),
+        GaussianRelease(scale * split.scatter, 1),
+        *([GaussianRelease(scale * split.second, n_iter)] if n_iter else []),
+    ]
 
 
 def noise_scales(sens: Sensitivity, split: BudgetSplit, scale: float) -> NoiseScales:
@@ -292,20 +303,63 @@ def _affine_state(state: MixtureState, scale: np.ndarray) -> MixtureState:
     return MixtureState.from_covariances(state.weights, state.means * scale, cov, ctype)
 
 
+def centred_statistics(
+    X: np.ndarray, state: MixtureState, residual_bound: float
+) -> SufficientStatistics:
+    """E-step statistics about each component's own current mean, residuals clipped per component.
+
+    With responsibilities ``r_nk`` from the engine (:func:`fedgmm.em.log_responsibilities`)
+    and ``ρ_nk = clip(x_n − μ_k, residual_bound)``: ``N_k = Σ r_nk``, ``S_k = Σ r_nk ρ_nk``
+    and second moments ``Σ r_nk ρ_nk ρ_nkᵀ`` (reduced per covariance type; tied sums over k).
+    The means ``μ_k`` are public (the previous noisy release), so one row moves ``S`` by at
+    most ``B_r`` and the second moments by at most ``B_r²`` (``‖r‖₂ ≤ 1``) — a residual bound
+    well inside the row bound divides the second-moment noise by ``(B / B_r)²``. The engine's
+    statistics share one shift for all components, hence this per-component variant.
+
+    Returns
+    -------
+    SufficientStatistics
+        About shift 0, with ``sx`` and ``sxx`` the *residual* sums (add ``μ_k`` back after the M-step).
+    """
+    log_resp, _ = log_responsibilities(X, state)
+    r = np.exp(log_resp)
+    res = X[:, None, :] - state.means[None, :, :]
+    norms = np.linalg.norm(res, axis=2)
+    res *= np.minimum(1.0, residual_bound / np.maximum(norms, 1e-300))[:, :, None]
+    nk = r.sum(axis=0)
+    sx = np.einsum("nk,nkd->kd", r, res)
+    ctype = state.covariance_type
+    if ctype == "full":
+        sxx = np.einsum("nk,nkd,nke->kde", r, res, res)
+    elif ctype == "tied":
+        sxx = np.einsum("nk,nkd,nke->de", r, res, res)
+    elif ctype == "diag":
+        sxx = np.einsum("nk,nkd->kd", r, res**2)
+    else:
+        sxx = np.einsum("nk,nk->k", r, norms_clipped_sq(norms, residual_bound))
+    return SufficientStatistics(nk, sx, sxx, X.shape[0], 0.0, np.zeros(X.shape[1]), ctype)
+
+
+def norms_clipped_sq(norms: np.ndarray, bound: float) -> np.ndarray:
+    """``min(‖ρ‖, B)²`` elementwise."""
+    return np.minimum(norms, bound) ** 2
+
+
 def fit_dp_local(
     X: np.ndarray,
     *,
     n_components: int,
     epsilon: float,
     delta: float,
-    covariance_type: CovarianceType = "diag",
-    max_iter: int = 5,
+    covariance_type: CovarianceType = "full",
+    max_iter: int = 3,
     feature_scale: np.ndarray | None = None,
     clip_factor: float = DEFAULT_CLIP_FACTOR,
+    residual_factor: float = DEFAULT_RESIDUAL_FACTOR,
     bound: float | None = None,
     split: BudgetSplit | None = None,
     mean_strength: float = 1.0,
-    cov_strength: float = 10.0,
+    cov_strength: float = 2.0,
     reg_covar: float = 0.0,
     accountant: Accountant = "pld",
     random_state: SeedLike = None,
@@ -314,14 +368,16 @@ def fit_dp_local(
 
     1. Rows are divided by the public ``feature_scale`` (whitening) and clipped to the
        data-independent radius ``B = clip_factor · sqrt(d)`` (or ``bound``).
-    2. The responsibility-free scatter ``Σ x xᵀ`` is released once with Gaussian noise; its
-       PSD projection ``/ n̂`` is the prior scale Ψ every covariance shrinks toward (and the
-       tied covariance).
-    3. From a data-independent start (:func:`prior_initial_state`), ``max_iter`` iterations of:
-       E-step (the engine's :func:`fedgmm.em.e_step`) on the clipped rows, Gaussian noise on
-       ``(N_k, Σ r x, second moments)``, :func:`noise_aware_m_step`.
-    4. The noise multipliers are calibrated by ``dp-accounting`` for the whole composition
-       (``2 or 3 × max_iter + 1`` Gaussian releases) and the spent ε is the accountant's.
+    2. A one-off release of ``(n, Σ x, Σ x xᵀ)`` (sensitivities 1, B, B²) gives the client's
+       noisy mean and covariance; the start draws K means from that Gaussian (post-processing)
+       and every covariance shrinks toward it (Ψ of the :class:`Prior`).
+    3. ``max_iter`` iterations of: responsibilities under the current model, statistics about
+       each component's current mean with residuals clipped to ``B_r = residual_factor · sqrt(d)``
+       (:func:`centred_statistics`), Gaussian noise on ``(N_k, Σ r ρ, Σ r ρ ρᵀ)``
+       (sensitivities 1, B_r, B_r²), :func:`noise_aware_m_step`.
+    4. One noise scale is calibrated by ``dp-accounting`` for the whole composition
+       (``3 + 3 × max_iter`` Gaussian releases, relative multipliers from ``split``); the
+       spent ε is the accountant's.
 
     Parameters
     ----------
@@ -336,12 +392,12 @@ def fit_dp_local(
         EM iterations (each one is paid for; no early stop, as that would depend on the data).
     feature_scale : ndarray of shape (d,), optional
         Public per-feature standard deviations (from the preprocessing transform); default 1.
-    clip_factor : float
-        B in units of ``sqrt(d)`` in whitened coordinates.
+    clip_factor, residual_factor : float
+        B and B_r in units of ``sqrt(d)`` in whitened coordinates.
     bound : float, optional
         An explicit public B in whitened coordinates (overrides ``clip_factor``).
     split : BudgetSplit, optional
-        Relative noise multipliers (default all equal).
+        Relative noise multipliers (default :data:`DEFAULT_SPLIT`).
     mean_strength, cov_strength : float
         κ and ν of the :class:`Prior`.
     reg_covar : float
@@ -355,8 +411,8 @@ def fit_dp_local(
     DPFitResult
     """
     check_covariance_type(covariance_type)
-    if n_components < 1 or max_iter < 1:
-        raise ValueError(f"n_components and max_iter must be >= 1, got {n_components} and {max_iter}.")
+    if n_components < 1 or max_iter < 0:
+        raise ValueError(f"n_components must be >= 1 and max_iter >= 0, got {n_components} and {max_iter}.")
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] < 1:
         raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}.")
@@ -367,44 +423,57 @@ def fit_dp_local(
     if covariance_type == "spherical" and not np.allclose(scale_vec, scale_vec[0]):
         raise ValueError("spherical local models need one common feature scale; use 'diag'.")
     rng = as_generator(random_state)
-    split = split or BudgetSplit()
+    split = split or DEFAULT_SPLIT
     B = float(bound) if bound is not None else norm_bound(d, factor=clip_factor)
+    B_r = min(B, norm_bound(d, factor=residual_factor))
     Xc, n_clipped = clip_rows(X / scale_vec, B)
-    sens = Sensitivity(B)
 
-    scale = calibrate_noise(epsilon, delta, **_ratios_counts(max_iter, covariance_type, split), accountant=accountant)
-    releases = releases_of(max_iter, covariance_type, split, scale)
-    spent = epsilon_spent(releases, delta, accountant=accountant)
+    releases = releases_of(max_iter, covariance_type, split, 1.0)
+    scale = calibrate_noise(
+        epsilon, delta, ratios=tuple(r.noise_multiplier for r in releases),
+        counts=tuple(r.count for r in releases), accountant=accountant,
+    )
+    spent = epsilon_spent(releases_of(max_iter, covariance_type, split, scale), delta, accountant=accountant)
     if spent > epsilon:  # pragma: no cover - calibrate_noise guarantees it
         raise BudgetExceededError(f"calibrated releases spend epsilon = {spent} > {epsilon}.")
-    noise = noise_scales(sens, split, scale)
+    first = noise_scales(Sensitivity(B), split, scale)
+    noise = noise_scales(Sensitivity(B_r), split, scale)
 
-    state = prior_initial_state(n_components, d, covariance_type, B, rng)
-    zero = np.zeros(d)
-    # One-off release of the responsibility-free scatter Σ x xᵀ (the tied statistic).
-    scatter = Xc.T @ Xc + _symmetric_noise((d, d), noise.scatter, rng)
-    prior: Prior | None = None
-    noisy_count = 1.0
+    # One-off release: (n, Σx, Σxxᵀ) of the clipped rows.
+    n_hat = max(float(Xc.shape[0] + rng.normal(0.0, first.count)), 1.0)
+    mean = (Xc.sum(axis=0) + rng.normal(0.0, first.first, size=d)) / n_hat
+    second = Xc.T @ Xc + _symmetric_noise((d, d), first.scatter, rng)
+    floor = EIGEN_FLOOR * B**2 / d
+    psi = _psd_floor(second / n_hat - np.outer(mean, mean), floor)
+    prior = Prior(scale=psi, mean_strength=mean_strength, cov_strength=cov_strength)
+    state = _start(n_components, covariance_type, mean, psi, rng)
+    noisy_count = n_hat
     for _ in range(max_iter):
-        stats = e_step(Xc, state, shift=zero)
-        if covariance_type == "tied":
-            stats = SufficientStatistics(stats.nk, stats.sx, scatter, stats.n_samples, 0.0, zero, "tied")
-            noisy = add_noise(stats, noise, rng, second=False)
-        else:
-            noisy = add_noise(stats, noise, rng)
+        stats = centred_statistics(Xc, state, B_r)
+        noisy = add_noise(stats, noise, rng)
         noisy_count = max(float(np.sum(noisy.nk)), 1.0)
-        if prior is None:
-            # Ψ = the noisy scatter over the first noisy total count (post-processing).
-            psi = _psd_floor(scatter / noisy_count, EIGEN_FLOOR * B**2 / d)
-            prior = Prior(scale=psi, mean_strength=mean_strength, cov_strength=cov_strength)
-        state = noise_aware_m_step(noisy, prior, reg_covar=reg_covar)
+        step = noise_aware_m_step(noisy, prior, reg_covar=reg_covar)
+        state = MixtureState.from_covariances(
+            step.weights, step.means + state.means, step.covariances, covariance_type
+        )
     out = _affine_state(state, scale_vec) if feature_scale is not None else state
     return DPFitResult(out, spent, delta, max_iter, noise, B, n_clipped, noisy_count)
 
 
-def _ratios_counts(n_iter: int, covariance_type: CovarianceType, split: BudgetSplit) -> dict[str, tuple]:
-    rel = releases_of(n_iter, covariance_type, split, 1.0)
-    return {"ratios": tuple(r.noise_multiplier for r in rel), "counts": tuple(r.count for r in rel)}
+def _start(
+    k: int, covariance_type: CovarianceType, mean: np.ndarray, cov: np.ndarray, rng: np.random.Generator
+) -> MixtureState:
+    """K means drawn from ``N(mean, cov)`` (released values only), equal weights, covariances ``cov``."""
+    d = mean.shape[0]
+    w, v = np.linalg.eigh(cov)
+    means = mean + (rng.normal(size=(k, d)) * np.sqrt(np.maximum(w, 0.0))) @ v.T
+    covs = {
+        "full": lambda: np.broadcast_to(cov, (k, d, d)).copy(),
+        "tied": lambda: cov,
+        "diag": lambda: np.broadcast_to(np.diag(cov), (k, d)).copy(),
+        "spherical": lambda: np.full(k, np.trace(cov) / d),
+    }[covariance_type]()
+    return MixtureState.from_covariances(np.full(k, 1.0 / k), means, covs, covariance_type)
 
 
 @dataclass
