@@ -41,9 +41,9 @@ class Timer:
         return f"{self.wall:.3f} s wall, {self.cpu:.3f} s CPU"
 
 
-def local_models(n_clients: int, local_k: int, d: int, k: int, seed: int) -> list[MixtureState]:
+def local_models(n_clients: int, local_k: int, d: int, k: int, seed: int, spread: float) -> list[MixtureState]:
     rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(k, d))
+    centres = rng.normal(scale=spread, size=(k, d))
     out = []
     for _ in range(n_clients):
         lab = rng.integers(k, size=local_k)
@@ -61,9 +61,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--rows-per-client", type=int, default=100)
+    p.add_argument("--spread", type=float, default=0.5, help="scale of the cluster centres (1: barely separated)")
     p.add_argument("--skip-sampling", action="store_true")
     a = p.parse_args()
-    states = local_models(a.clients, a.local_k, a.dim, a.k, 0)
+    states = local_models(a.clients, a.local_k, a.dim, a.k, 0, a.spread)
     counts = [a.rows_per_client] * a.clients
     with Timer() as t:
         union = union_mixture(states, counts)

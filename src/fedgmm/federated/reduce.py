@@ -87,16 +87,22 @@ def _as_full(cov: np.ndarray, covariance_type: CovarianceType, k: int, d: int) -
 
 
 class _Union:
-    """The union's components about their weighted mean, in the flat forms the updates use."""
+    """The union's components about their weighted mean, second moments as upper triangles.
+
+    Every update is then two GEMMs of ``N × d(d+1)/2 × K`` per iteration: one for the KL
+    costs, one for the moment matching.
+    """
 
     def __init__(self, weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
         self.w = weights / weights.sum()
         self.shift = self.w @ means
         self.mu = means - self.shift
         self.n, self.d = means.shape
-        self.cov_flat = covs.reshape(self.n, -1)
-        # Second moments about the shift: Σ_i + μ̃_i μ̃_iᵀ.
-        self.m2_flat = self.cov_flat + (self.mu[:, :, None] * self.mu[:, None, :]).reshape(self.n, -1)
+        self.iu, self.ju = np.triu_indices(self.d)
+        # Second moments about the shift, Σ_i + μ̃_i μ̃_iᵀ, upper triangle (N, d(d+1)/2).
+        self.m2 = covs[:, self.iu, self.ju] + self.mu[:, self.iu] * self.mu[:, self.ju]
+        # tr(P M) = Σ_{i≤j} c_ij P_ij M_ij with c = 1 on the diagonal, 2 off it.
+        self.tri_weight = np.where(self.iu == self.ju, 1.0, 2.0)
 
     def moment_match(
         self, resp: np.ndarray, reg_covar: float, covariance_type: CovarianceType
@@ -106,27 +112,31 @@ class _Union:
         mass = wr.sum(axis=0)
         safe = np.maximum(mass, np.finfo(np.float64).tiny)
         mu = (wr.T @ self.mu) / safe[:, None]
-        m2 = (wr.T @ self.m2_flat).reshape(-1, self.d, self.d) / safe[:, None, None]
-        cov = m2 - mu[:, :, None] * mu[:, None, :]
-        cov = 0.5 * (cov + cov.transpose(0, 2, 1)) + reg_covar * np.eye(self.d)
+        tri = (wr.T @ self.m2) / safe[:, None]
+        m2 = np.empty((mass.shape[0], self.d, self.d))
+        m2[:, self.iu, self.ju] = tri
+        m2[:, self.ju, self.iu] = tri
+        cov = m2 - mu[:, :, None] * mu[:, None, :] + reg_covar * np.eye(self.d)
         return mass / mass.sum(), mu, _typed(cov, mass, covariance_type)
 
     def kl_costs(self, mu: np.ndarray, cov_full: np.ndarray) -> np.ndarray:
         """``2·KL(φ_i ‖ ψ_j) + d + log det Σ_i`` for every pair, shape ``(N, K)``.
 
-        ``2 KL = tr(Σ_j⁻¹ Σ_i) + (μ_i − μ_j)ᵀ Σ_j⁻¹ (μ_i − μ_j) + log det Σ_j − log det Σ_i − d``;
-        the last two terms depend on ``i`` only, so they are left out (singular ``Σ_i``,
+        ``2 KL = tr(P_j Σ_i) + (μ_i − μ_j)ᵀ P_j (μ_i − μ_j) + log det Σ_j − log det Σ_i − d``
+        with ``P_j = Σ_j⁻¹``; expanded as ``tr(P_j (Σ_i + μ_i μ_iᵀ)) − 2 μ_iᵀ P_j μ_j +
+        μ_jᵀ P_j μ_j + log det Σ_j``. The terms in ``i`` only are left out (singular ``Σ_i``,
         e.g. a deregularised one-point component, are then fine).
         """
         chol = np.linalg.cholesky(cov_full)
         eye = np.broadcast_to(np.eye(self.d), cov_full.shape)
-        inv_chol = np.linalg.solve(chol, eye)  # L_j⁻¹, so Σ_j⁻¹ = L_j⁻ᵀ L_j⁻¹
+        inv_chol = np.linalg.solve(chol, eye)  # L_j⁻¹, so P_j = L_j⁻ᵀ L_j⁻¹
         prec = np.einsum("kji,kjl->kil", inv_chol, inv_chol)
         logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        trace = self.cov_flat @ prec.reshape(prec.shape[0], -1).T
-        # (K, N, d) whitened differences L_j⁻¹(μ_i − μ_j), by batched GEMM.
-        z = np.matmul(self.mu[None], inv_chol.transpose(0, 2, 1)) - np.matmul(inv_chol, mu[:, :, None]).transpose(0, 2, 1)
-        return trace + np.einsum("kni,kni->nk", z, z) + logdet[None, :]
+        pm = np.einsum("kij,kj->ki", prec, mu)
+        costs = self.m2 @ (prec[:, self.iu, self.ju] * self.tri_weight).T
+        costs -= 2.0 * (self.mu @ pm.T)
+        costs += (np.einsum("ki,ki->k", pm, mu) + logdet)[None, :]
+        return costs
 
 
 def _initial_labels(union: _Union, k: int, rng: np.random.Generator) -> np.ndarray:
