@@ -350,8 +350,11 @@ def run_cell(name: str, alpha: float, seed: int, locals_: list[str], aggs: list[
               f"(local {local_seconds:.0f}s)", flush=True)
 
 
-def table(paths: list[Path]) -> None:
-    """Gap to centralized (nats/sample, mean over seeds) per regime, α and configuration."""
+def table(paths: list[Path], only: set[str] | None = None) -> None:
+    """Gap to centralized (nats/sample, mean over seeds) per regime, α and configuration.
+
+    ``only``: keep the configurations named ``local:aggregation:starts``.
+    """
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
     central = {(r["regime"], r["alpha"], r["seed"]): r["test_ll"] for r in rows if r["local"] == "centralized"}
     gaps: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -360,6 +363,8 @@ def table(paths: list[Path]) -> None:
         if r["local"] == "centralized":
             continue
         key = (r["regime"], r["local"], r["agg"], r["starts"])
+        if only is not None and f"{r['local']}:{r['agg']}:{r['starts']}" not in only:
+            continue
         c = central.get((r["regime"], r["alpha"], r["seed"]))
         if c is not None:
             gaps[key][r["alpha"]].append(c - r["test_ll"])
@@ -390,10 +395,11 @@ def main() -> None:
     p.add_argument("--locals", default="4K-0.05,2K-0.05,auto,2K-1e-6")
     p.add_argument("--aggs", default="union,sample,mm,hem")
     p.add_argument("--starts", default="1,3")
+    p.add_argument("--only", default="", help="table: comma-separated local:aggregation:starts to show")
     p.add_argument("--out", default=str(OUT / "results.jsonl"), help="JSONL file (table: comma-separated list)")
     a = p.parse_args()
     if a.command == "table":
-        table([Path(x) for x in a.out.split(",")])
+        table([Path(x) for x in a.out.split(",")], set(a.only.split(",")) if a.only else None)
         return
     path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
