@@ -11,7 +11,12 @@ from typing import Any
 from sklearn.exceptions import ConvergenceWarning
 
 from fedgmm.federated.fedem import FederatedEMResult, RoundRecord, run_federated_em
-from fedgmm.federated.fedgengmm import FedGenGMMResult, collect_local_models, run_fedgengmm
+from fedgmm.federated.fedgengmm import (
+    FedGenGMMResult,
+    collect_local_models,
+    run_fedgengmm,
+    screen_uploads,
+)
 from fedgmm.federated.messages import LocalModelReply
 from fedgmm.federated.preprocessing import Transform
 from fedgmm.federated.spec import FEDERATED_METHODS, MethodSpec
@@ -122,7 +127,7 @@ def run_method(
         if spec.method == "fedgengmm":
             res = run_fedgengmm(
                 transport, spec.local_settings(), spec.global_settings(), seed, min_clients=spec.min_clients,
-                n_features=n_features, **tf,
+                n_features=n_features, robust=spec.robust_settings(), **tf,
             )
             return FederatedRun(spec, res.global_model.state_, res.records, res.communication, res.server_seconds,
                                 res.local_models, fedgengmm=res)  # fmt: skip
@@ -134,7 +139,9 @@ def _union(transport: Transport, spec: MethodSpec, seed: int, n_features: int | 
         transport, spec.local_settings(), seed, min_clients=spec.min_clients, n_features=n_features, **tf
     )
     start = time.perf_counter()
-    state = union_mixture([m.state for m in models if m.state is not None], [m.n_samples for m in models])
+    screened = screen_uploads(models, records, spec.robust_settings(), reg_covar=spec.client_reg_covar, what="union upload")
+    models = screened.models
+    state = union_mixture([m.state for m in models if m.state is not None], screened.counts.tolist())
     return FederatedRun(
         spec, state, records, transport.communication, time.perf_counter() - start, _by_client(models),
     )
@@ -162,7 +169,7 @@ def _federated_em(
         # clients already hold the transform, so EM requests carry only its id.
         one_shot = run_fedgengmm(
             transport, spec.local_settings(), spec.global_settings(n_components=k), seed,
-            min_clients=spec.min_clients, n_features=n_features, **tf,
+            min_clients=spec.min_clients, n_features=n_features, robust=spec.robust_settings(), **tf,
         )
         records.update(one_shot.records)
         start = one_shot.global_model.state_
@@ -170,7 +177,7 @@ def _federated_em(
     fem = run_federated_em(
         transport, n_components=k, covariance_type=spec.covariance_type, max_rounds=spec.max_rounds,
         tol=spec.round_tol, reg_covar=spec.reg_covar, init=start, local=spec.local_settings(), seed=seed,
-        min_clients=spec.min_clients, on_round=on_round, records=records, **tf,
+        min_clients=spec.min_clients, on_round=on_round, records=records, robust=spec.robust_settings(), **tf,
     )
     if one_shot is not None:
         fem.init_result = one_shot

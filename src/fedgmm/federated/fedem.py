@@ -11,11 +11,23 @@ import numpy as np
 
 from fedgmm.em.mstep import m_step
 from fedgmm.em.stats import SufficientStatistics
-from fedgmm.exceptions import DegenerateCovarianceError
+from fedgmm.exceptions import DegenerateCovarianceError, FederationError
 from fedgmm.federated.client import EM_STATISTICS
-from fedgmm.federated.fedgengmm import FedGenGMMResult, collect_local_models, server_rng
+from fedgmm.federated.fedgengmm import (
+    FedGenGMMResult,
+    collect_local_models,
+    screen_uploads,
+    server_rng,
+)
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import decode_statistics, encode_request, state_arrays
+from fedgmm.federated.robust import ClientDecision, RobustSettings, combine_statistics
+from fedgmm.federated.screening import (
+    describe_decisions,
+    global_step_error,
+    no_survivors,
+    record_decisions,
+)
 from fedgmm.federated.transport import (
     ClientRecord,
     CommunicationLog,
@@ -42,6 +54,8 @@ class RoundRecord:
         Clients whose statistics were merged.
     bytes_up, bytes_down : int
         Cumulative bytes of the whole run so far (initialisation included).
+    flagged : tuple of ClientDecision
+        Clients the robust sum rejected, capped or down-weighted this round, and why.
     """
 
     round: int
@@ -49,6 +63,7 @@ class RoundRecord:
     n_clients: int
     bytes_up: int
     bytes_down: int
+    flagged: tuple[ClientDecision, ...] = ()
 
 
 @dataclass
@@ -105,6 +120,7 @@ def run_federated_em(
     transform_id: str = "",
     on_round: Callable[[RoundRecord, MixtureState], None] | None = None,
     records: dict[str, ClientRecord] | None = None,
+    robust: RobustSettings | None = None,
 ) -> FederatedEMResult:
     """Federated EM over ``transport``, from a given mixture or an initialisation round.
 
@@ -132,7 +148,19 @@ def run_federated_em(
         ``on_round(record, state)`` after every M-step (e.g. to score each round's model).
     records : dict of str to ClientRecord, optional
         Records of earlier phases of the run (updated in place by later rounds).
+    robust : RobustSettings, optional
+        Default (defended): the initialisation round's uploads are screened as
+        FedGenGMM's, and each round's statistics are checked and summed with bounded
+        influence (:func:`~fedgmm.federated.robust.combine_statistics`; exactly the plain
+        sum when no client is flagged). ``RobustSettings(enabled=False)``: the plain sum.
+
+    Raises
+    ------
+    FederationError
+        Too few usable clients in a round, none surviving the robust checks, or a failed
+        initialisation / M-step (the message names the clients merged).
     """
+    robust = robust or RobustSettings()
     start = time.perf_counter()
     server_before = transport_seconds(transport)
     records = {} if records is None else records
@@ -148,8 +176,16 @@ def run_federated_em(
             transport, local, seed, min_clients=min_clients, transform=transform, transform_id=transform_id
         )
         records.update(recs)
-        union = union_mixture([m.state for m in models if m.state is not None], [m.n_samples for m in models])
-        state = init_from_union(union, n_components, covariance_type, server_rng(seed), reg_covar=reg_covar)
+        screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation")
+        states = [m.state for m in screened.models if m.state is not None]
+        try:
+            union = union_mixture(states, screened.counts.tolist())
+            state = init_from_union(union, n_components, covariance_type, server_rng(seed), reg_covar=reg_covar)
+        except (DegenerateCovarianceError, ValueError, FloatingPointError) as exc:
+            raise global_step_error(
+                "federated EM initialisation (union, k-means++)", exc, states, [m.client_id for m in screened.models],
+                [float(c) for c in screened.counts], screened.flagged,
+            ) from exc
     else:
         raise ValueError(f"init must be 'kmeans++' or a MixtureState, got {init!r}.")
     init_state = state
@@ -173,22 +209,30 @@ def run_federated_em(
             n_features=state.n_features, shift=shift,
         ), records)
         merged: list[SufficientStatistics] = []
+        ids: list[int] = []
         for reply, stat in usable:
             assert stat.stats is not None
             merged.append(stat.stats)
+            ids.append(stat.client_id)
             records[reply.source] = ClientRecord(
                 reply.source, stat.client_id, "ok", "", stat.stats.n_samples, n_components
             )
         require_clients(len(merged), min_clients, f"federated EM round {n_round}", records)
-        total = sum(merged, SufficientStatistics.zeros(n_components, state.n_features, covariance_type, shift))
+        total, flagged = _combine(merged, ids, state, shift, robust, records, n_round)
+        n_kept = len(merged) - sum(d.action == "rejected" for d in flagged)
+        require_clients(n_kept, min_clients, f"federated EM round {n_round}", records)
         prev = lower_bound
         lower_bound = total.log_likelihood / total.n_samples
         try:
             state = m_step(total, reg_covar)
         except DegenerateCovarianceError as exc:
-            raise DegenerateCovarianceError(f"federated EM round {n_round}: {exc}") from exc
+            raise FederationError(
+                f"federated EM round {n_round}: the M-step failed: {exc}. Clients merged: "
+                f"{sorted(set(ids) - {d.client_id for d in flagged if d.action == 'rejected'})}. "
+                f"Robust decisions: {describe_decisions(flagged)}."
+            ) from exc
         comm = transport.communication
-        history.append(RoundRecord(n_round, lower_bound, len(merged), comm.bytes_up, comm.bytes_down))
+        history.append(RoundRecord(n_round, lower_bound, n_kept, comm.bytes_up, comm.bytes_down, tuple(flagged)))
         if on_round is not None:
             cb_start = time.perf_counter()
             on_round(history[-1], state)
@@ -208,6 +252,29 @@ def run_federated_em(
         server_seconds=elapsed,
         lower_bound=lower_bound,
     )
+
+
+def _combine(
+    merged: list[SufficientStatistics],
+    ids: list[int],
+    state: MixtureState,
+    shift: np.ndarray,
+    robust: RobustSettings,
+    records: dict[str, ClientRecord],
+    n_round: int,
+) -> tuple[SufficientStatistics, list[ClientDecision]]:
+    """The round's summed statistics (robust or plain) and the clients flagged, recorded in ``records``."""
+    if not robust.enabled:
+        zero = SufficientStatistics.zeros(state.n_components, state.n_features, state.covariance_type, shift)
+        return sum(merged, zero), []
+    combined = combine_statistics(
+        merged, ids, state=state, max_count_ratio=robust.max_count_ratio,
+        max_client_weight=robust.max_client_weight, max_component_share=robust.max_component_share,
+    )
+    flagged = record_decisions(records, combined.decisions, prefix=f"round {n_round}: ")
+    if combined.total is None:
+        raise no_survivors(f"federated EM round {n_round}", combined.decisions)
+    return combined.total, flagged
 
 
 def transport_seconds(transport: Transport) -> float:

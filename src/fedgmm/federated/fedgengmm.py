@@ -14,6 +14,15 @@ from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.federated.client import FIT_LOCAL, local_fit_config
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import LocalModelReply, decode_local_model, encode_request
+from fedgmm.federated.robust import (
+    DEFAULT_MAX_COUNT_RATIO,
+    ClientDecision,
+    RobustSettings,
+    bounded_synthetic_size,
+    cap_counts,
+    screen_local_models,
+)
+from fedgmm.federated.screening import global_step_error, no_survivors, record_decisions
 from fedgmm.federated.transport import (
     ClientRecord,
     CommunicationLog,
@@ -71,8 +80,14 @@ class GlobalFitSettings:
         return [int(self.n_components)]
 
 
-def synthetic_count(settings: GlobalFitSettings, total_samples: int, n_features: int) -> int:
+def synthetic_count(
+    settings: GlobalFitSettings, total_samples: float, n_features: int, robust: RobustSettings | None = None
+) -> int:
     """Rows of the synthetic set for clients holding ``total_samples`` rows in all.
+
+    Never more than the absolute ceilings of ``robust`` (default
+    :class:`~fedgmm.federated.robust.RobustSettings`), whatever the clients claim; see
+    :func:`~fedgmm.federated.robust.bounded_synthetic_size`.
 
     Raises
     ------
@@ -83,7 +98,11 @@ def synthetic_count(settings: GlobalFitSettings, total_samples: int, n_features:
     size = settings.synthetic_size
     if isinstance(size, bool) or not isinstance(size, int | float | np.integer | np.floating) or size <= 0:
         raise ValueError(f"synthetic_size must be a positive float (multiple of Σ n_c) or int (rows), got {size!r}.")
-    count = round(size * total_samples) if isinstance(size, float | np.floating) else int(size)
+    robust = robust or RobustSettings()
+    count = bounded_synthetic_size(
+        size, float(total_samples), n_features=n_features, n_components=max(settings.component_range()),
+        max_rows=robust.max_synthetic_rows, max_elements=robust.max_synthetic_elements,
+    ).rows
     k_max = max(settings.component_range())
     needed = k_max * MIN_SYNTHETIC_PER_PARAMETER_ROW
     if count < needed:
@@ -97,11 +116,12 @@ def synthetic_count(settings: GlobalFitSettings, total_samples: int, n_features:
 
 def fit_global_model(
     union: MixtureState,
-    total_samples: int,
+    total_samples: float,
     settings: GlobalFitSettings,
     rng: np.random.Generator,
     *,
     local_reg_covar: float = 0.0,
+    robust: RobustSettings | None = None,
 ) -> tuple[GaussianMixture, int, dict[int, float]]:
     """FedGenGMM's server step: sample ``S ~ U`` and fit the global GMM on it.
 
@@ -109,8 +129,8 @@ def fit_global_model(
     ----------
     union : MixtureState
         The size-weighted union of the local models.
-    total_samples : int
-        ``Σ n_c`` (sets the synthetic size when it is a multiple).
+    total_samples : float
+        ``Σ n_c`` after the count caps (sets the synthetic size when it is a multiple).
     settings : GlobalFitSettings
     rng : numpy.random.Generator
         Draws the synthetic set, then seeds the global fit.
@@ -118,6 +138,8 @@ def fit_global_model(
         The ``reg_covar`` the clients' fits added; it is taken off the union's covariances
         before sampling (see :func:`~fedgmm.federated.union.deregularized_factors`), so the
         global fit regularises once, as a centralized fit does.
+    robust : RobustSettings, optional
+        Its ``max_synthetic_rows`` / ``max_synthetic_elements`` bound the synthetic set.
 
     Returns
     -------
@@ -125,7 +147,7 @@ def fit_global_model(
         The global model, the synthetic-set size, and the BIC per candidate K (empty for a
         fixed K).
     """
-    count = synthetic_count(settings, total_samples, union.n_features)
+    count = synthetic_count(settings, total_samples, union.n_features, robust)
     synthetic, _ = sample_gaussians(
         union.weights, union.means, deregularized_factors(union, local_reg_covar), count, rng
     )
@@ -296,6 +318,69 @@ def collect_local_models(
     return result, records
 
 
+@dataclass(frozen=True)
+class ScreenedUploads:
+    """The local models to merge after the robust screen.
+
+    Attributes
+    ----------
+    models : list of LocalModelReply
+        Kept models, in client-id order.
+    counts : ndarray of shape (len(models),)
+        Their weights in the union (the claims when nothing was capped).
+    total : float
+        The capped total count that sizes the synthetic set.
+    flagged : list of ClientDecision
+        Every decision that rejected, capped or down-weighted a client.
+    """
+
+    models: list[LocalModelReply]
+    counts: np.ndarray
+    total: float
+    flagged: list[ClientDecision]
+
+
+def screen_uploads(
+    models: list[LocalModelReply],
+    records: dict[str, ClientRecord],
+    robust: RobustSettings,
+    *,
+    reg_covar: float,
+    what: str = "FedGenGMM upload",
+) -> ScreenedUploads:
+    """Screen decoded uploads before their union (:func:`~fedgmm.federated.robust.screen_local_models`).
+
+    Rejections and caps are written into ``records`` with their reasons. With
+    ``robust.enabled`` False the models are merged as sent (the paper's recipe), but the
+    total that sizes the server's work is still taken from counts capped at
+    ``max_count_ratio ×`` the others' median: no claim sizes server memory.
+
+    Raises
+    ------
+    FederationError
+        The screen kept no model (the message lists every decision).
+    """
+    states = [m.state for m in models if m.state is not None]
+    claims = [float(m.n_samples) for m in models]
+    ids = [m.client_id for m in models]
+    if not robust.enabled:
+        ratio = DEFAULT_MAX_COUNT_RATIO if robust.max_count_ratio is None else robust.max_count_ratio
+        sizing = cap_counts(claims, ids, max_ratio=ratio, max_client_weight=None).total if claims else 0.0
+        return ScreenedUploads(list(models), np.asarray([m.n_samples for m in models]), float(sizing), [])
+    screened = screen_local_models(
+        states, claims, ids, reg_covar=reg_covar, max_count_ratio=robust.max_count_ratio,
+        max_client_weight=robust.max_client_weight, distance_filtering=robust.distance_filter,
+    )
+    flagged = record_decisions(records, screened.decisions)
+    if not screened.kept:
+        raise no_survivors(what, screened.decisions)
+    kept = [models[i] for i in screened.kept]
+    counts = screened.counts
+    if not flagged:  # nothing capped: the claims as ints, exactly the plain union's weights
+        counts = np.asarray([m.n_samples for m in kept])
+    return ScreenedUploads(kept, counts, float(screened.total), flagged)
+
+
 def run_fedgengmm(
     transport: Transport,
     local: LocalFitSettings,
@@ -306,6 +391,7 @@ def run_fedgengmm(
     n_features: int | None = None,
     transform: dict[str, np.ndarray] | None = None,
     transform_id: str = "",
+    robust: RobustSettings | None = None,
 ) -> FedGenGMMResult:
     """Run FedGenGMM over ``transport``: one upload round, then the server step.
 
@@ -324,18 +410,36 @@ def run_fedgengmm(
         Expected dimension (else the majority's).
     transform, transform_id
         Federated preprocessing to apply on the clients (see :mod:`fedgmm.federated.client`).
+    robust : RobustSettings, optional
+        How uploads are screened before the union (default: defended; see
+        :func:`screen_uploads`).
+
+    Raises
+    ------
+    FederationError
+        Too few usable uploads, none surviving the screen, or a failed union / global fit
+        (the message names the clients merged, the most atypical first).
     """
+    robust = robust or RobustSettings()
     models, records = collect_local_models(
         transport, local, seed, min_clients=min_clients, n_features=n_features,
         transform=transform, transform_id=transform_id,
     )
     start = time.perf_counter()
+    screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar)
+    models = screened.models
     states = [m.state for m in models if m.state is not None]
-    counts = [m.n_samples for m in models]
-    union = union_mixture(states, counts)
-    global_model, size, bic = fit_global_model(
-        union, int(sum(counts)), global_settings, server_rng(seed), local_reg_covar=local.reg_covar
-    )
+    synthetic_count(global_settings, screened.total, states[0].n_features, robust)  # a config error stays a ValueError
+    try:
+        union = union_mixture(states, screened.counts.tolist())
+        global_model, size, bic = fit_global_model(
+            union, screened.total, global_settings, server_rng(seed), local_reg_covar=local.reg_covar, robust=robust
+        )
+    except (DegenerateCovarianceError, ValueError, FloatingPointError) as exc:
+        raise global_step_error(
+            "FedGenGMM server step (union, synthetic set, global fit)", exc, states,
+            [m.client_id for m in models], [float(c) for c in screened.counts], screened.flagged,
+        ) from exc
     return FedGenGMMResult(
         global_model=global_model,
         union=union,

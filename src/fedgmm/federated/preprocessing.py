@@ -9,6 +9,8 @@ import numpy as np
 
 from fedgmm.federated.client import MOMENTS
 from fedgmm.federated.messages import decode_moments, encode_request
+from fedgmm.federated.robust import RobustSettings, combine_moments
+from fedgmm.federated.screening import no_survivors, record_decisions
 from fedgmm.federated.transport import ClientRecord, Transport, require_clients, triage_replies
 
 
@@ -112,16 +114,21 @@ def run_preprocessing(
     n_components: int | None = None,
     min_clients: int = 1,
     n_features: int | None = None,
+    robust: RobustSettings | None = None,
 ) -> tuple[Transform, dict[str, ClientRecord]]:
     """One round: clients send ``(n_c, Σx, Σxxᵀ)``; the server sums them and fits the transform.
 
     No raw row reaches the server; the round is counted in the transport's communication.
+    By default (``robust`` defended) each client's moments are checked against the others'
+    and counts are capped before the sum (:func:`~fedgmm.federated.robust.combine_moments`;
+    the plain sum when nothing is flagged); ``RobustSettings(enabled=False)`` sums as sent.
 
     Raises
     ------
     FederationError
-        Fewer than ``min_clients`` usable uploads.
+        Fewer than ``min_clients`` usable uploads (or surviving the robust checks).
     """
+    robust = robust or RobustSettings()
     replies = transport.exchange(MOMENTS, encode_request(MOMENTS, {}))
     records: dict[str, ClientRecord] = {}
     usable = [
@@ -138,7 +145,26 @@ def run_preprocessing(
     for source, m in usable:
         records[source] = ClientRecord(source, m.client_id, "ok", "", m.count)
     require_clients(len(usable), min_clients, "federated preprocessing", records)
-    count = sum(m.count for _, m in usable)
-    total = np.sum([m.total for _, m in usable if m.total is not None], axis=0)
-    outer = np.sum([m.outer for _, m in usable if m.outer is not None], axis=0)
+    if robust.enabled:
+        combined = combine_moments(
+            [m.count for _, m in usable], [_array(m.total) for _, m in usable], [_array(m.outer) for _, m in usable],
+            [m.client_id for _, m in usable], max_count_ratio=robust.max_count_ratio,
+            max_client_weight=robust.max_client_weight,
+        )
+        record_decisions(records, combined.decisions)
+        if combined.total is None or combined.outer is None:
+            raise no_survivors("federated preprocessing", combined.decisions)
+        require_clients(len(combined.kept), min_clients, "federated preprocessing", records)
+        count, total, outer = combined.count, combined.total, combined.outer
+    else:
+        count = sum(m.count for _, m in usable)
+        total = np.sum([m.total for _, m in usable if m.total is not None], axis=0)
+        outer = np.sum([m.outer for _, m in usable if m.outer is not None], axis=0)
     return transform_from_moments(count, total, outer, standardize=standardize, n_components=n_components), records
+
+
+def _array(value: np.ndarray | None) -> np.ndarray:
+    """A decoded moment (present in every ``ok`` reply)."""
+    if value is None:
+        raise ValueError("an ok moments reply without its sums.")
+    return value

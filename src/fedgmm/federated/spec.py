@@ -10,6 +10,7 @@ import numpy as np
 
 from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings
 from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
+from fedgmm.federated.robust import DEFAULT_MAX_CLIENT_WEIGHT, RobustSettings
 from fedgmm.types import COVARIANCE_TYPES, CovarianceType
 
 #: Every method a spec can name. ``centralized`` and ``local`` move raw data or nothing,
@@ -139,6 +140,13 @@ class MethodSpec:
         FedGenGMM's global fit on the server.
     local_n_init : int
         EM restarts of each client's local fit.
+    robust : bool
+        Robust aggregation (default): plausibility checks of every client's contribution,
+        the distance filter over uploaded mixtures, count caps (see
+        :mod:`fedgmm.federated.robust`). False is the paper's plain recipe; the synthetic
+        set stays bounded either way.
+    max_client_weight : float or None
+        Largest share of the federation's weight one client gets (robust runs; None: no cap).
     """
 
     method: str
@@ -157,6 +165,8 @@ class MethodSpec:
     min_clients: int = 1
     n_init: int = 1
     local_n_init: int = 1
+    robust: bool = True
+    max_client_weight: float | None = DEFAULT_MAX_CLIENT_WEIGHT
 
     def __post_init__(self) -> None:
         parse_method(self.method)
@@ -174,11 +184,21 @@ class MethodSpec:
         for name in ("max_iter", "n_init", "local_n_init", "min_samples_per_component", "min_clients"):
             _check_int(name, getattr(self, name), 1)
         _check_int("max_rounds", self.max_rounds, 0)
+        if not isinstance(self.robust, bool | np.bool_):
+            raise ValueError(f"robust must be True or False, got {self.robust!r}.")
+        self.robust_settings()  # checks max_client_weight
 
     @property
     def client_reg_covar(self) -> float:
         """The ``reg_covar`` of the clients' local fits."""
         return self.reg_covar if self.local_reg_covar is None else self.local_reg_covar
+
+    def robust_settings(self) -> RobustSettings:
+        """How the server screens and weights the clients' contributions."""
+        weight = self.max_client_weight
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, numbers.Real)):
+            raise ValueError(f"max_client_weight must be a number in (0, 1] or None, got {weight!r}.")
+        return RobustSettings(enabled=bool(self.robust), max_client_weight=None if weight is None else float(weight))
 
     def local_settings(self) -> LocalFitSettings:
         """How clients fit their local models."""

@@ -16,6 +16,7 @@ from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.fedem import RoundRecord
 from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR
 from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT
+from fedgmm.federated.robust import DEFAULT_MAX_CLIENT_WEIGHT
 from fedgmm.federated.spec import INITS, MethodSpec
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, client_rows, is_behaviour
 from fedgmm.gaussian_mixture import GaussianMixture
@@ -164,6 +165,13 @@ class FedGenGMM(_FederatedDensity):
     min_samples_per_component : int, default=5
     min_clients : int, default=1
         Fewest usable local models to go on with.
+    robust : bool, default=True
+        Robust aggregation: every client's contribution is checked against the others'
+        before merging (implausible ones rejected, counts capped, a distance filter over
+        the uploaded mixtures), each decision in ``client_records_``. False is the
+        paper's plain recipe (the server's synthetic set stays bounded either way).
+    max_client_weight : float or None, default=0.5
+        Largest share of the federation's weight one client gets (robust runs; None: no cap).
     random_state : int, Generator or None
         Run seed (clients derive theirs from it and their index).
     n_jobs : int, default=1
@@ -203,6 +211,8 @@ class FedGenGMM(_FederatedDensity):
         n_init: int = 1,
         min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
         min_clients: int = 1,
+        robust: bool = True,
+        max_client_weight: float | None = DEFAULT_MAX_CLIENT_WEIGHT,
         random_state: SeedLike = None,
         n_jobs: int = 1,
         tol: float | None = None,
@@ -218,6 +228,8 @@ class FedGenGMM(_FederatedDensity):
         self.n_init = n_init
         self.min_samples_per_component = min_samples_per_component
         self.min_clients = min_clients
+        self.robust = robust
+        self.max_client_weight = max_client_weight
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.tol = tol
@@ -231,7 +243,7 @@ class FedGenGMM(_FederatedDensity):
             local_components=self.local_components, synthetic_size=self.synthetic_size, reg_covar=self.reg_covar,
             local_reg_covar=self.local_reg_covar, max_iter=self.max_iter, fit_tol=fit_tol, n_init=self.n_init,
             local_n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
-            min_clients=self.min_clients,
+            min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
         )
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FedGenGMM:
@@ -306,6 +318,13 @@ class FederatedEM(_FederatedDensity):
     min_samples_per_component : int, default=5
     min_clients : int, default=1
         Fewest clients whose statistics must arrive in a round.
+    robust : bool, default=True
+        Robust aggregation: every client's contribution is checked against the others'
+        before merging (implausible ones rejected, counts capped, a distance filter over
+        the uploaded mixtures), each decision in ``client_records_``. False is the
+        paper's plain recipe (the server's synthetic set stays bounded either way).
+    max_client_weight : float or None, default=0.5
+        Largest share of the federation's weight one client gets (robust runs; None: no cap).
     random_state : int, Generator or None
     n_jobs : int, default=1
 
@@ -339,6 +358,8 @@ class FederatedEM(_FederatedDensity):
         max_iter: int = 100,
         min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
         min_clients: int = 1,
+        robust: bool = True,
+        max_client_weight: float | None = DEFAULT_MAX_CLIENT_WEIGHT,
         random_state: SeedLike = None,
         n_jobs: int = 1,
         tol: float | None = None,
@@ -356,6 +377,8 @@ class FederatedEM(_FederatedDensity):
         self.max_iter = max_iter
         self.min_samples_per_component = min_samples_per_component
         self.min_clients = min_clients
+        self.robust = robust
+        self.max_client_weight = max_client_weight
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.tol = tol
@@ -390,7 +413,7 @@ class FederatedEM(_FederatedDensity):
             init=self.init if isinstance(self.init, str) else "kmeans++", local_components=self.local_components,
             synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, local_reg_covar=self.local_reg_covar,
             max_iter=self.max_iter, min_samples_per_component=self.min_samples_per_component,
-            min_clients=self.min_clients,
+            min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
         )
         self.seed_ = as_seed(self.random_state)
         run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, init_state=init_state)

@@ -299,6 +299,7 @@ def distance_filter(
     z_threshold: float = DEFAULT_DFMR_Z,
     min_ratio: float = DEFAULT_DFMR_MIN_RATIO,
     max_reference: int = DEFAULT_MAX_REFERENCE,
+    counts: Sequence[float] | None = None,
 ) -> ScreenResult:
     """DFMR-style filter: reject mixtures far from their nearest half of the federation.
 
@@ -320,6 +321,10 @@ def distance_filter(
     max_reference : int
         With more clients, each one is compared with ``max_reference`` reference clients
         spread evenly over the input order (work ``O(n · max_reference)`` mixture pairs).
+    counts : sequence of float, optional
+        Claimed row counts. A client with fewer rows than the median client fits a coarser,
+        noisier model (fewer components, squared estimation error ∝ 1/n), so its score is
+        multiplied by ``n_c / median n`` (never raised: a larger claim earns no leniency).
 
     Returns
     -------
@@ -342,6 +347,13 @@ def distance_filter(
         row = np.sort(dist[i][~np.isnan(dist[i])])
         h = math.ceil(row.size / 2)
         scores[i] = float(np.mean(row[:h])) if h else 0.0
+    if counts is not None:
+        n_c = np.asarray(counts, dtype=np.float64)
+        if n_c.shape != (n,):
+            raise ValueError(f"got {n_c.shape[0] if n_c.ndim else 0} counts for {n} mixtures.")
+        median_n = float(np.median(n_c))
+        if median_n > 0 and np.all(np.isfinite(n_c)):
+            scores = scores * np.minimum(1.0, np.maximum(n_c, 1.0) / median_n)
     with np.errstate(all="ignore"):
         tiny = 1e-12 * float(np.median(scores[np.isfinite(scores)])) if np.isfinite(scores).any() else 0.0
         log_s = np.log(scores + max(tiny, 1e-300))
@@ -416,7 +428,8 @@ def screen_local_models(
     kept = list(plaus.kept)
     groups: list[Sequence[ClientDecision]] = [plaus.decisions]
     if distance_filtering and kept:
-        dfmr = distance_filter([states[i] for i in kept], [ids[i] for i in kept], z_threshold=z_threshold, min_ratio=min_ratio)
+        dfmr = distance_filter([states[i] for i in kept], [ids[i] for i in kept], z_threshold=z_threshold,
+                               min_ratio=min_ratio, counts=[counts[i] for i in kept])
         kept = [kept[j] for j in dfmr.kept]
         groups.append(dfmr.decisions)
     if not kept:
