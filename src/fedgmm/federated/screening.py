@@ -34,10 +34,11 @@ def record_decisions(
         flagged.append(dec)
         src = source[dec.client_id]
         old = records[src]
-        reason = f"{prefix}{dec.action}: {dec.reason}"
         if dec.action == "rejected":
+            reason = f"{prefix}{dec.reason}"
             records[src] = ClientRecord(src, old.client_id, "rejected", reason, old.n_samples, old.n_components)
         else:
+            reason = f"{prefix}{dec.action}: {dec.reason}"
             joined = f"{old.reason}; {reason}" if old.reason else reason
             records[src] = ClientRecord(src, old.client_id, "ok", joined, old.n_samples, old.n_components)
     return flagged
@@ -90,7 +91,7 @@ def global_step_error(
     suspects = ", ".join(f"client {c} (means {z:.3g} robust scales out)" for c, z in atypical_clients(states, client_ids))
     merged = ", ".join(f"{c} (n={n:.6g})" for c, n in zip(client_ids, counts, strict=True))
     return FederationError(
-        f"{what} failed: {type(exc).__name__}: {exc}. Most atypical clients merged: {suspects}. "
+        f"{what} failed: {type(exc).__name__}: {str(exc).rstrip('.')}. Most atypical clients merged: {suspects}. "
         f"Clients merged: {merged}. Robust decisions: {describe_decisions(flagged)}. "
         "Exclude or check the named clients (robust=True screens uploads before merging)."
     )
