@@ -86,3 +86,28 @@ def test_round_privacy_accounts_rounds_and_stops_at_the_limit() -> None:
     assert 7.0 < eps <= 8.0 and delta == 1e-5
     with pytest.raises(BudgetExceededError):
         rp.release(stats, rng)
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+def test_centred_statistics_move_by_at_most_the_residual_bound(ctype: str) -> None:
+    from fedgmm.privacy.clipping import Sensitivity
+    from fedgmm.privacy.dpem import centred_statistics
+
+    rng = np.random.default_rng(7)
+    k, d, B_r = 3, 4, 1.2
+    cov = {"full": np.broadcast_to(np.eye(d), (k, d, d)).copy(), "tied": np.eye(d),
+           "diag": np.ones((k, d)), "spherical": np.ones(k)}[ctype]
+    state = MixtureState.from_covariances(np.full(k, 1 / k), rng.normal(size=(k, d)), cov, ctype)  # type: ignore[arg-type]
+    base = rng.normal(size=(40, d)) * 2
+    a = centred_statistics(base, state, B_r)
+    sens = Sensitivity(B_r)
+    for _ in range(30):
+        row = rng.normal(size=(1, d)) * rng.choice([0.5, 3.0, 20.0])
+        b = centred_statistics(np.vstack([base, row]), state, B_r)
+        assert np.linalg.norm(b.nk - a.nk) <= sens.count + 1e-9
+        assert np.linalg.norm(b.sx - a.sx) <= sens.first + 1e-9
+        diff = b.sxx - a.sxx
+        if ctype in ("full", "tied"):
+            iu = np.triu_indices(d)
+            diff = diff[..., iu[0], iu[1]]
+        assert np.linalg.norm(diff) <= sens.second + 1e-9
