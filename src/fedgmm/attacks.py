@@ -45,6 +45,7 @@ __all__ = [
     "ScaledMeans",
     "ScaledStatistics",
     "ShiftedComponents",
+    "attack_layers",
     "innermost_data",
     "parse_attack",
 ]
@@ -161,6 +162,15 @@ def _moments_affine(reply: RecordDict, mean_map: Callable[[np.ndarray], np.ndarr
     return _rebuilt(reply, None, (MOMENTS_RECORD, mom))
 
 
+def attack_layers(client: Any) -> list[Attack]:
+    """The attacks of a stack, outermost first (empty for plain data)."""
+    layers = []
+    while isinstance(client, Attack):
+        layers.append(client)
+        client = client.inner
+    return layers
+
+
 def innermost_data(client: Any) -> Any:
     """The data behind any stack of attacks (``client`` itself when it is not an attack)."""
     while isinstance(client, Attack):
@@ -221,6 +231,13 @@ class Attack:
 
     def _params(self) -> dict[str, Any]:
         return {}
+
+    def get_state(self) -> dict[str, int]:
+        """This layer's counters between replies (a process serving one message at a time keeps them outside)."""
+        return {}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Restore what :meth:`get_state` returned."""
 
     def __repr__(self) -> str:
         inner = repr(self.inner) if isinstance(self.inner, Attack) else f"<{type(self.inner).__name__} {np.shape(self.inner)}>"
@@ -463,6 +480,12 @@ class ForgedStatistics(Attack):
 
     def _params(self) -> dict[str, Any]:
         return {"target": self.target, "value": self.value}
+
+    def get_state(self) -> dict[str, int]:
+        return {"calls": self._calls}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        self._calls = int(state.get("calls", 0))
 
     def forge_statistics(self, reply: RecordDict) -> RecordDict:
         value = float(self.value)

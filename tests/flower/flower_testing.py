@@ -117,7 +117,7 @@ def inprocess_reference(run_config: dict[str, Any], n_clients: int = 3) -> tuple
     if settings.preprocessing != "none":
         transport = InProcessTransport(clients)
         pca = settings.pca_components if settings.preprocessing == "pca" else None
-        transform, _ = run_preprocessing(transport, standardize=True, n_components=pca)
+        transform, _ = run_preprocessing(transport, standardize=True, n_components=pca, robust=settings.spec.robust_settings())
         log = transport.communication
     return run_inprocess(settings.spec, clients, seed=settings.seed, transform=transform), log, transform
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from flwr.app import Context, Message
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedgmm.attacks import attack_layers, parse_attack
 from fedgmm.federated.client import DOWNLOAD, EM_STATISTICS, FIT_LOCAL, MOMENTS, handle_request
 from fedgmm.federated.messages import decode_request
+from fedgmm.flower.settings import SettingsError
 from fedgmm.flower.store import StateStore
 from fedgmm.flower.task import node_data
+
+#: Node-config key naming the attack an adversarial node plays (:func:`fedgmm.attacks.parse_attack`).
+ATTACK_KEY = "attack"
+#: Store-key prefix of the attack layers' counters (one ``context.state`` per node and run).
+ATTACK_STATE = "attack-state"
 
 app = ClientApp()
 
@@ -24,8 +34,9 @@ def serve(kind: str, message: Message, context: Context) -> Message:
     message : Message
         From the ServerApp; its content is an ``encode_request`` record dict.
     context : Context
-        ``node_config`` chooses the node's data (:func:`fedgmm.flower.task.node_data`);
-        ``state`` keeps the client's store between the messages of a run.
+        ``node_config`` chooses the node's data (:func:`fedgmm.flower.task.node_data`) and,
+        with ``attack``, makes it an adversarial node (:func:`tampered`); ``state`` keeps
+        the client's store between the messages of a run.
 
     Returns
     -------
@@ -37,8 +48,41 @@ def serve(kind: str, message: Message, context: Context) -> Message:
     if requested != kind:
         raise ValueError(f"a {message.metadata.message_type!r} message carries a {requested!r} request.")
     data = node_data(context.node_config, context.run_config)
-    reply = handle_request(message.content, data.X, data.client_id, StateStore(context.state))
-    return Message(content=reply, reply_to=message)
+    store = StateStore(context.state)
+    reply = handle_request(message.content, data.X, data.client_id, store)
+    return Message(content=tampered(kind, reply, context.node_config, store), reply_to=message)
+
+
+def tampered(kind: str, reply: RecordDict, node_config: Mapping[str, Any], store: MutableMapping[str, Any]) -> RecordDict:
+    """The reply an adversarial node sends: ``reply`` forged by its ``attack`` (unchanged for an honest node).
+
+    The attack stack is rebuilt for every message (each may run in a fresh process);
+    the counters of stateful layers (the alternating forgery's round) live in ``store``.
+
+    Raises
+    ------
+    SettingsError
+        An ``attack`` that is not a string or does not parse.
+    """
+    spec = node_config.get(ATTACK_KEY, "")
+    if not isinstance(spec, str):
+        raise SettingsError(f"node config {ATTACK_KEY!r} must be a quoted attack string, got {spec!r}.")
+    try:
+        plan = parse_attack(spec)
+    except ValueError as exc:
+        raise SettingsError(f"node config {ATTACK_KEY!r}: {exc}") from exc
+    if not plan:
+        return reply
+    attack = plan(None)
+    layers = attack_layers(attack)
+    for depth, layer in enumerate(layers):
+        layer.set_state({k: int(store[f"{ATTACK_STATE}:{depth}:{k}"]) for k in layer.get_state()
+                         if f"{ATTACK_STATE}:{depth}:{k}" in store})
+    forged = attack.tamper(kind, reply)
+    for depth, layer in enumerate(layers):
+        for key, value in layer.get_state().items():
+            store[f"{ATTACK_STATE}:{depth}:{key}"] = int(value)
+    return forged
 
 
 @app.train("fit_local")

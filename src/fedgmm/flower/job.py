@@ -226,7 +226,8 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
         if settings.preprocessing != "none":
             pca = settings.pca_components if settings.preprocessing == "pca" else None
             transform, pre_records = run_preprocessing(
-                transport, standardize=True, n_components=pca, min_clients=settings.min_replies
+                transport, standardize=True, n_components=pca, min_clients=settings.min_replies,
+                robust=spec.robust_settings(),
             )
             summary["preprocessing_communication"] = {
                 **_traffic(transport.communication), "transform_id": transform.transform_id,

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "local-reg-covar": 0.0,
     "init": _SPEC.init,
     "min-samples-per-component": _SPEC.min_samples_per_component,
+    "robust": _SPEC.robust,
+    "max-client-weight": _SPEC.max_client_weight,
     "seed": 0,
     "preprocessing": "none",
     "pca-components": 0,
@@ -287,6 +289,8 @@ class RunSettings:
             init=get_str(cfg, "init", choices=INITS),
             min_samples_per_component=get_int(cfg, "min-samples-per-component", low=1),
             min_clients=get_int(cfg, "min-replies", low=1),
+            robust=get_bool(cfg, "robust"),
+            max_client_weight=_max_client_weight(cfg),
         )
         preprocessing = get_str(cfg, "preprocessing", choices=PREPROCESSING)
         pca = get_int(cfg, "pca-components", low=0)
@@ -316,3 +320,11 @@ class RunSettings:
             eval_label_column=None if label == "" else label,
             raw={k: cfg[k] for k in cfg},
         )
+
+
+def _max_client_weight(cfg: Mapping[str, Any]) -> float:
+    """Run config ``max-client-weight`` in ``(0, 1]`` (1: no cap)."""
+    weight = get_float(cfg, "max-client-weight")
+    if not 0 < weight <= 1:
+        raise SettingsError(f"run config 'max-client-weight' must be in (0, 1] (1: no cap), got {weight}.")
+    return weight
