@@ -162,6 +162,10 @@ def local(
 def simulate(
     nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="Simulated SuperNodes.")] = 3,
     cpus_per_node: Annotated[float, typer.Option(help="CPUs Ray reserves per ClientApp.")] = 1.0,
+    ray_loopback: Annotated[bool, typer.Option(
+        "--ray-loopback/--ray-all-interfaces",
+        help="Ray listens on 127.0.0.1 only; --ray-all-interfaces leaves Ray's default (all interfaces).",
+    )] = True,
     overrides: SetOption = None,
     out: OutOption = Path("flower-output"),
     workdir: WorkdirOption = None,
@@ -174,7 +178,9 @@ def simulate(
     def run() -> tuple[dict[str, Any], Path]:
         config_overrides = parse_overrides(overrides)
         resolved = out.resolve()
-        sim = LocalSimulation(workdir or resolved / "federation", num_supernodes=nodes, cpus_per_node=cpus_per_node)
+        sim = LocalSimulation(
+            workdir or resolved / "federation", num_supernodes=nodes, cpus_per_node=cpus_per_node, ray_loopback=ray_loopback,
+        )
         with sim:
             run_id = sim.submit(_run_config(resolved, nodes, config_overrides), app_dir)
             console.print(f"run {run_id} submitted to the local simulation SuperLink; waiting (flwr ls)")

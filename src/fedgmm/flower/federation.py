@@ -33,6 +33,15 @@ from fedgmm.flower.processes import Process, find_processes, free_port, kill_tre
 
 HOST = "127.0.0.1"
 
+#: Makes the Ray cluster a simulation starts listen on loopback only. Ray (2.55) binds its
+#: gRPC servers (GCS, raylet, object manager, the core worker of the driver and of every
+#: actor, the runtime-env agent) to the node IP when that is a loopback address and to all
+#: interfaces otherwise; with this switch at "0" its node IP is 127.0.0.1
+#: (``ray._private.services.get_node_ip_address``). Flower forwards only num-cpus,
+#: num-gpus, logging-level and log-to-driver to ``ray.init``, so the switch goes through
+#: the environment, which the local SuperLink passes on to ``flwr-simulation``.
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
 
 def wait_healthy(url: str, *, timeout: float, cafile: Path | None = None, process: Process | None = None) -> None:
     """Poll ``url`` (a Flower ``/health`` endpoint) until it answers 200.
@@ -227,7 +236,8 @@ class LocalSimulation:
     ``flwr run`` against a ``:local:`` connection starts a detached local SuperLink
     that outlives it; here it gets free ports (``FLWR_LOCAL_*_PORT``) and a private
     ``FLWR_HOME``, so :meth:`stop` can find it by its port and stop it (and its
-    descendants) by PID without touching anyone else's.
+    descendants) by PID without touching anyone else's. Ray listens on 127.0.0.1 only
+    (:data:`RAY_LOOPBACK_ENV`) unless ``ray_loopback=False``.
 
     Parameters
     ----------
@@ -237,6 +247,9 @@ class LocalSimulation:
     cpus_per_node : float
     flwr_home : Path, optional
         Defaults to ``workdir/flwr-home``.
+    ray_loopback : bool
+        Every Ray process listens on 127.0.0.1 only (the default). False leaves Ray its
+        own default, which on Linux is to listen on all interfaces.
     """
 
     workdir: Path
@@ -244,8 +257,11 @@ class LocalSimulation:
     cpus_per_node: float = 1.0
     flwr_home: Path | None = None
     connection: str = "local"
+    ray_loopback: bool = True
+    startup_timeout: float = 60.0
     port: int = field(default=0, init=False)
     control_port: int = field(default=0, init=False)
+    superlink: Process | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -254,10 +270,16 @@ class LocalSimulation:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment of the ``flwr`` calls (and so of the local SuperLink they start)."""
-        return flower_env(self.flwr_home, {
+        """Environment of the ``flwr`` calls (and so of the local SuperLink they start, and its Ray)."""
+        env = flower_env(self.flwr_home, {
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.port), "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
         })  # fmt: skip
+        if self.ray_loopback:
+            env.update(RAY_LOOPBACK_ENV)
+        else:
+            for key in RAY_LOOPBACK_ENV:
+                env.pop(key, None)
+        return env
 
     @property
     def federation_config(self) -> str:
@@ -265,11 +287,37 @@ class LocalSimulation:
         cpus = f"{self.cpus_per_node:g}"
         return f"num-supernodes={self.num_supernodes} client-resources-num-cpus={cpus}"
 
+    def start(self) -> LocalSimulation:
+        """Start the local SuperLink ``flwr run`` would start, waiting up to ``startup_timeout``.
+
+        ``flwr run`` gives the one it starts 15 s (``LOCAL_SUPERLINK_STARTUP_TIMEOUT``), too
+        little on a loaded machine; it uses one that already answers on its port.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        assert self.flwr_home is not None
+        if self.superlink is not None and self.superlink.running():
+            return self
+        state = self.flwr_home / "local-superlink"
+        state.mkdir(parents=True, exist_ok=True)
+        self.superlink = Process(
+            "simulation-superlink",
+            [str(bin_dir() / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+             "--host", HOST, "--port", str(self.port), "--database", str(state / "state.db")],
+            self.workdir / "superlink.log",
+        )  # fmt: skip
+        self.superlink.start(self.env, self.workdir)
+        try:
+            wait_healthy(f"http://{HOST}:{self.port}/health", timeout=self.startup_timeout, process=self.superlink)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def submit(self, run_config: Mapping[str, Any], app: Path | None = None) -> int:
         """Start a simulated run; return its run id."""
         if importlib.util.find_spec("ray") is None:
             raise FlowerCLIError(f"the Ray simulation engine is not installed: {install_hint('ray')}")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.start()
         assert self.flwr_home is not None
         write_connections(self.flwr_home, [])
         return submit_run(
@@ -292,7 +340,8 @@ class LocalSimulation:
     def stop(self, grace: float = 15.0) -> list[int]:
         """Stop the local SuperLink this simulation started (and its descendants) by PID."""
         pids = find_processes("flower-superlink", "--simulation", f"--port {self.port} ")
-        return stop_pids(pids, grace=grace)
+        popens = [self.superlink.popen] if self.superlink is not None and self.superlink.popen is not None else []
+        return stop_pids(pids, grace=grace, popens=popens)
 
     def __enter__(self) -> LocalSimulation:
         return self
