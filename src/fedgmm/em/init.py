@@ -201,6 +201,18 @@ def check_initial_arrays(
     ValueError
         Naming the parameter, the expected shape and what was given.
     """
+    return _initial_arrays(n_components, n_features, covariance_type, weights_init, means_init, precisions_init)[:3]
+
+
+def _initial_arrays(
+    n_components: int,
+    n_features: int,
+    covariance_type: CovarianceType,
+    weights_init: np.ndarray | None,
+    means_init: np.ndarray | None,
+    precisions_init: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """:func:`check_initial_arrays` plus the covariances of the given precisions (inverted once)."""
     check_covariance_type(covariance_type)
     out: list[np.ndarray | None] = []
     expected = {
@@ -230,6 +242,16 @@ def check_initial_arrays(
             raise ValueError(f"{name} contains NaN or infinity.")
         out.append(arr)
     weights, means, precisions = out
+    covariances = _check_weights_and_precisions(weights, precisions, covariance_type)
+    if weights is not None:
+        weights = weights / weights.sum()
+    return weights, means, precisions, covariances
+
+
+def _check_weights_and_precisions(
+    weights: np.ndarray | None, precisions: np.ndarray | None, covariance_type: CovarianceType
+) -> np.ndarray | None:
+    """Range-check the weights; invert the precisions (validating them); return the covariances."""
     if weights is not None:
         if np.any(weights < 0.0) or np.any(weights > 1.0):
             raise ValueError(
@@ -240,16 +262,15 @@ def check_initial_arrays(
             raise ValueError(
                 f"The parameter 'weights_init' should be normalized, but got sum(weights) = {weights.sum():.5f}."
             )
-        weights = weights / weights.sum()
-    if precisions is not None:
-        try:
-            covariances_from_precisions(precisions, covariance_type)
-        except DegenerateCovarianceError as exc:
-            raise ValueError(
-                f"'precisions_init' is invalid for covariance_type={covariance_type!r}: {exc} "
-                "Give symmetric positive-definite precision matrices (positive values for diag/spherical)."
-            ) from exc
-    return weights, means, precisions
+    if precisions is None:
+        return None
+    try:
+        return covariances_from_precisions(precisions, covariance_type)
+    except DegenerateCovarianceError as exc:
+        raise ValueError(
+            f"'precisions_init' is invalid for covariance_type={covariance_type!r}: {exc} "
+            "Give symmetric positive-definite precision matrices (positive values for diag/spherical)."
+        ) from exc
 
 
 def initial_state(
@@ -290,11 +311,8 @@ def initial_state(
         random_from_data weights unnormalised, which only shifts the first log-likelihood).
     """
     d = X.shape[1]
-    weights, means, precisions = check_initial_arrays(
+    weights, means, _, covariances = _initial_arrays(
         n_components, d, covariance_type, weights_init, means_init, precisions_init
-    )
-    covariances = (
-        covariances_from_precisions(precisions, covariance_type) if precisions is not None else None
     )
     if weights is None or means is None or covariances is None:
         stats = initial_statistics(
