@@ -71,3 +71,27 @@ def test_fedem_statistics_node_is_capped_every_round(blobs_config: dict[str, Any
     assert summary["status"] == "completed"
     assert all(any(d["client_id"] == 1 for d in h["flagged"]) for h in summary["history"])
     assert "capped" in client_of(summary, ATTACKER)["reason"]
+
+
+@pytest.mark.flower
+def test_deployment_with_an_adversarial_supernode(tmp_path: Path, blobs_config: dict[str, Any]) -> None:
+    """Real SuperLink and SuperNodes: the node started with ``attack='scaled-means:1e15'`` is rejected."""
+    from fedgmm.flower.control import COMPLETED
+    from fedgmm.flower.federation import LocalFederation
+
+    configs: list[dict[str, Any]] = [{"partition-id": i, "num-partitions": 4} for i in range(4)]
+    configs[1]["attack"] = "scaled-means:1e15"
+    out = tmp_path / "out"
+    config = {**blobs_config, "min-nodes": 4, "output-dir": str(out), "wait-timeout": 120.0, "round-timeout": 240.0}
+    fed = LocalFederation(tmp_path / "fed", configs)
+    try:
+        fed.start()
+        run_id = fed.submit(config)
+        record = fed.wait(run_id, timeout=600, output_dir=out)
+    finally:
+        fed.stop()
+    assert record["status"] == COMPLETED, record
+    summary = json.loads((out / "summary.json").read_text())
+    by_client = {c["client_id"]: c for c in summary["clients"]}
+    assert by_client[1]["status"] == "rejected" and "robust scales from the federation" in by_client[1]["reason"]
+    assert [by_client[i]["status"] for i in (0, 2, 3)] == ["ok", "ok", "ok"]

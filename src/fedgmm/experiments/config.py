@@ -15,7 +15,10 @@ from fedgmm.federated.spec import METHODS, MethodSpec, parse_local_components
 from fedgmm.types import COVARIANCE_TYPES
 
 PREPROCESSING_MODES = ("federated", "public", "none")
-SWEEPABLE = ("local_components", "synthetic_size", "hybrid_rounds", "contamination", "n_components")
+SWEEPABLE = (
+    "local_components", "synthetic_size", "hybrid_rounds", "contamination", "n_components", "attack", "attack_fraction",
+    "robust",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -86,6 +89,21 @@ class ContaminationConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Adversarial clients: ``round(fraction · C)`` clients (seeded per data cell) play ``kind``.
+
+    ``kind`` is a :func:`fedgmm.attacks.parse_attack` string (``"none"``: every client is
+    honest). The attack acts on the federated methods' replies; centralized and local-only
+    baselines see the honest rows, so they are the reference on the same data. Both can
+    be swept (``[sweep] attack``, ``attack_fraction``), and ``[sweep] robust = [true,
+    false]`` sets the defended and the plain recipe side by side.
+    """
+
+    kind: str = "none"
+    fraction: float = 0.0
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study: data, partition, preprocessing, methods, model settings, sweeps, seeds."""
 
@@ -103,12 +121,13 @@ class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     source: str = ""
 
 
 _TOP_KEYS = {
     "name", "description", "datasets", "dataset_options", "methods", "seeds", "test_fraction", "ood",
-    "n_jobs", "partition", "preprocessing", "model", "sweep", "contamination", "profiles",
+    "n_jobs", "partition", "preprocessing", "model", "sweep", "contamination", "attack", "profiles",
 }  # fmt: skip
 _SECTION_KEYS = {
     "partition": {"name", "num_partitions", "alpha", "min_partition_size", "num_shards_per_partition",
@@ -118,6 +137,7 @@ _SECTION_KEYS = {
     "model": {*SPEC_KEYS, *RENAMED_KEYS, "hybrid_rounds"},
     "sweep": set(SWEEPABLE),
     "contamination": {"share", "margin", "clean_preprocessing"},
+    "attack": {"kind", "fraction"},
     "ood": {"classes"},
 }  # fmt: skip
 
@@ -269,6 +289,9 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
         else:
             sweep[key] = tuple(values)
     contamination = ContaminationConfig(**data.get("contamination", {}))
+    attack = AttackConfig(**data.get("attack", {}))
+    _check_attacks(where, (attack.kind, *sweep.get("attack", ())), (attack.fraction, *sweep.get("attack_fraction", ())),
+                   sweep.get("robust", ()))
     seeds = tuple(int(s) for s in _as_tuple(data.get("seeds", [0])))
     test_fraction = float(data.get("test_fraction", 0.25))
     if not 0 < test_fraction < 1:
@@ -291,8 +314,27 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
         model=model,
         sweep=sweep,
         contamination=contamination,
+        attack=attack,
         source=where,
     )
+
+
+def _check_attacks(where: str, kinds: tuple[Any, ...], fractions: tuple[Any, ...], robust: tuple[Any, ...]) -> None:
+    from fedgmm.attacks import parse_attack
+
+    for kind in kinds:
+        if not isinstance(kind, str):
+            raise _fail(where, f"attack kinds are strings such as 'scaled-means:1e15', got {kind!r}.")
+        try:
+            parse_attack(kind)
+        except ValueError as exc:
+            raise _fail(where, f"[attack] {exc}") from exc
+    for fraction in fractions:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+            raise _fail(where, f"attack fractions must be numbers in [0, 1], got {fraction!r}.")
+    for value in robust:
+        if not isinstance(value, bool):
+            raise _fail(where, f"[sweep] robust takes true/false, got {value!r}.")
 
 
 def load_config(path: str | Path, *, profile: str | None = None) -> StudyConfig:

@@ -45,6 +45,9 @@ RELEVANT = {
     "synthetic_size": {"fedgengmm", "hybrid"},
     "hybrid_rounds": {"hybrid"},
     "n_components": {"centralized", "fedgengmm", "fedem", "hybrid"},
+    "attack": {"union", "fedgengmm", "fedem", "hybrid"},
+    "attack_fraction": {"union", "fedgengmm", "fedem", "hybrid"},
+    "robust": {"union", "fedgengmm", "fedem", "hybrid"},
 }
 
 
@@ -166,7 +169,7 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
     m = config.model.spec
     keys = [k for k in config.sweep if k != "contamination" and method in RELEVANT.get(k, set())]
     combos = itertools.product(*(config.sweep[k] for k in keys)) if keys else [()]
-    variants = []
+    variants: list[Variant] = []
     for combo in combos:
         values = dict(zip(keys, combo, strict=True))
         n_comp = int(values.get("n_components", m.n_components))
@@ -176,10 +179,42 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
         spec = replace(
             m, method=method, n_components=n_comp, local_components=local,
             synthetic_size=values.get("synthetic_size", m.synthetic_size), max_rounds=rounds,
+            robust=bool(values.get("robust", m.robust)),
         )
         label = LABELS.get(method, f"FedGenGMM + {rounds} EM")
-        variants.append(Variant(method, label, spec, values))
+        if method in RELEVANT["attack"]:
+            kind, fraction = variant_attack(config, values)
+            values = {k: v for k, v in values.items() if k not in ("attack", "attack_fraction")}
+            if kind != "none":
+                values.update({"attack": kind, "attack_fraction": fraction})
+                label += f" · {kind} on {fraction:.0%}"
+            if not spec.robust:
+                label += " (plain)"
+        if all(v.spec != spec or v.settings != values for v in variants):
+            variants.append(Variant(method, label, spec, values))
     return variants
+
+
+def variant_attack(config: StudyConfig, values: dict[str, Any]) -> tuple[str, float]:
+    """The ``(attack kind, fraction of clients)`` of a variant: ``("none", 0.0)`` when nobody attacks."""
+    kind = str(values.get("attack", config.attack.kind)).strip() or "none"
+    fraction = float(values.get("attack_fraction", config.attack.fraction))
+    if kind.lower() in ("none", "honest") or fraction <= 0:
+        return "none", 0.0
+    return kind, fraction
+
+
+def attacked_clients(clients: list[np.ndarray], kind: str, fraction: float, seed: int) -> list[Any]:
+    """``round(fraction · C)`` of the clients (at least one; chosen by ``seed``) wrapped in the attack ``kind``."""
+    if kind == "none" or fraction <= 0:
+        return list(clients)
+    from fedgmm.attacks import parse_attack
+
+    plan = parse_attack(kind)
+    n_bad = min(len(clients), max(1, round(fraction * len(clients))))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA77AC]))
+    bad = set(rng.choice(len(clients), size=n_bad, replace=False).tolist())
+    return [plan(X) if i in bad else X for i, X in enumerate(clients)]
 
 
 def regime_mode(config: StudyConfig, ds: Dataset) -> int | str:
@@ -206,6 +241,8 @@ def cell_key(
     if regimes != "classes":
         partition["regimes"] = regimes
     spec = _key_fields(variant.spec)
+    if "attack" in variant.settings:  # only attacked runs carry it, so earlier keys stay as they were
+        spec["attack"] = [variant.settings["attack"], variant.settings["attack_fraction"]]
     if variant.method in ("centralized",):
         for k in ("local_components", "synthetic_size", "max_rounds", "em_tol", "init", "min_samples_per_component"):
             spec.pop(k)
@@ -295,8 +332,12 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
     history: list[RoundPoint] = []
     run: MethodRun | None = None
     try:
+        clients = attacked_clients(
+            cell.clients, variant.settings.get("attack", "none"), float(variant.settings.get("attack_fraction", 0.0)),
+            cell.seed,
+        )
         run = run_inprocess(
-            variant.spec, cell.clients, seed=cell.seed, n_jobs=config.n_jobs, progress=progress,
+            variant.spec, clients, seed=cell.seed, n_jobs=config.n_jobs, progress=progress,
             keep_round_states=variant.method in ("fedem", "hybrid"), transform=cell.transform,
         )
         ll, pr, roc = _evaluate(run, X_test, X_ood)

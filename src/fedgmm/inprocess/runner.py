@@ -17,7 +17,7 @@ from fedgmm.federated.fedem import RoundRecord
 from fedgmm.federated.messages import STATUS_OK
 from fedgmm.federated.preprocessing import Transform
 from fedgmm.federated.spec import MethodSpec
-from fedgmm.federated.transport import ClientRecord, CommunicationLog
+from fedgmm.federated.transport import ClientRecord, CommunicationLog, is_behaviour
 from fedgmm.gaussian_mixture import GaussianMixture
 from fedgmm.inprocess.transport import InProcessTransport, ProgressCallback
 from fedgmm.mixture import MixtureState
@@ -136,7 +136,7 @@ def _run_federated(
     keep_round_states: bool,
     transform: Transform | None,
 ) -> MethodRun:
-    data = [np.asarray(X, dtype=np.float64) for X in clients]
+    data = [X if is_behaviour(X) else np.asarray(X, dtype=np.float64) for X in clients]  # attacks pass as they are
     states: list[MixtureState] = []
     record: Callable[[RoundRecord, MixtureState], None] | None = (
         (lambda _r, s: states.append(s)) if keep_round_states else None
