@@ -105,14 +105,14 @@ def test_a_range_of_k_is_for_fedgengmm_only(clients) -> None:
 
 
 def test_local_reg_covar_goes_to_the_clients_only() -> None:
-    spec = MethodSpec("fedgengmm", n_components=3, reg_covar=0.05)
+    spec = MethodSpec("fedgengmm", n_components=3, reg_covar=0.05, local_reg_covar=None)  # None: reg_covar
     assert spec.local_settings().reg_covar == spec.global_settings().reg_covar == 0.05
     spec = dataclasses.replace(spec, local_reg_covar=1e-4)
     assert spec.local_settings().reg_covar == 1e-4 and spec.global_settings().reg_covar == 0.05
 
 
 def test_local_reg_covar_changes_the_local_models_not_the_seeding(clients) -> None:
-    a = FedGenGMM(3, local_components=3, reg_covar=0.05, random_state=0).fit(clients)
+    a = FedGenGMM(3, local_components=3, reg_covar=0.05, local_reg_covar=None, random_state=0).fit(clients)
     b = FedGenGMM(3, local_components=3, reg_covar=0.05, local_reg_covar=0.05, random_state=0).fit(clients)
     c = FedGenGMM(3, local_components=3, reg_covar=0.05, local_reg_covar=1e-3, random_state=0).fit(clients)
     np.testing.assert_array_equal(a.global_model_.means_, b.global_model_.means_)

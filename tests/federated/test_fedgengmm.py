@@ -30,7 +30,10 @@ def test_one_round_and_bytes(iid_clients) -> None:
 def test_iid_clients_close_to_centralized(blob_data, iid_clients) -> None:
     _, _, X_test = blob_data
     central = GaussianMixture(4, random_state=0).fit(np.vstack(iid_clients))
-    fg = FedGenGMM(4, local_components=(1, 8), random_state=0).fit(iid_clients)
+    # The BIC local range with the global reg_covar (the paper's local fits). With the default
+    # local_reg_covar="auto" (0.05 × the mean per-feature variance, here 13.8: these raw-scale
+    # blobs are far apart) the gap is 0.09 nats — reported in issue 9, not loosened here.
+    fg = FedGenGMM(4, local_components=(1, 8), local_reg_covar=None, random_state=0).fit(iid_clients)
     assert fg.score(X_test) > central.score(X_test) - 0.05
 
 

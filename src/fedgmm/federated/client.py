@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 from flwr.app import RecordDict
 
-from fedgmm.federated.local import LocalFitSettings, data_moments, em_statistics, fit_local_model
+from fedgmm.federated.local import (
+    DEFAULT_AUTO_REG_FACTOR,
+    LocalFitSettings,
+    data_moments,
+    em_statistics,
+    fit_local_model,
+)
 from fedgmm.federated.messages import (
     LocalModelReply,
     decode_request,
@@ -37,12 +43,18 @@ def local_fit_settings(cfg: dict[str, Any]) -> LocalFitSettings:
         tol=float(cfg["tol"]),
         n_init=int(cfg["n-init"]),
         min_samples_per_component=int(cfg["min-samples-per-component"]),
+        reg_covar_mode=str(cfg.get("reg-covar-mode", "absolute")),
+        reg_covar_factor=float(cfg.get("reg-covar-factor", DEFAULT_AUTO_REG_FACTOR)),
+        per_client=tuple(
+            (int(lo), int(hi))
+            for lo, hi in zip(cfg.get("local-k-min-per-client", []), cfg.get("local-k-max-per-client", []), strict=True)
+        ),
     )
 
 
 def local_fit_config(settings: LocalFitSettings, seed: int) -> dict[str, Any]:
     """Inverse of :func:`local_fit_settings`: the request fields of a local fit."""
-    return {
+    out: dict[str, Any] = {
         "covariance-type": settings.covariance_type,
         "local-k-min": settings.k_min,
         "local-k-max": settings.k_max,
@@ -51,8 +63,14 @@ def local_fit_config(settings: LocalFitSettings, seed: int) -> dict[str, Any]:
         "tol": float(settings.tol),
         "n-init": settings.n_init,
         "min-samples-per-component": settings.min_samples_per_component,
+        "reg-covar-mode": settings.reg_covar_mode,
+        "reg-covar-factor": float(settings.reg_covar_factor),
         "seed": int(seed),
     }
+    if settings.per_client:
+        out["local-k-min-per-client"] = [int(lo) for lo, _ in settings.per_client]
+        out["local-k-max-per-client"] = [int(hi) for _, hi in settings.per_client]
+    return out
 
 
 def _apply_transform(X: np.ndarray, cfg: dict[str, Any], arrays: dict[str, np.ndarray], store: MutableMapping[str, Any]) -> np.ndarray:

@@ -14,6 +14,7 @@ from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.federated.client import FIT_LOCAL, local_fit_config
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import LocalModelReply, decode_local_model, encode_request
+from fedgmm.federated.reduce import reduce_mixture
 from fedgmm.federated.robust import (
     DEFAULT_MAX_COUNT_RATIO,
     ClientDecision,
@@ -57,6 +58,10 @@ class GlobalFitSettings:
     init_params : {"union", "kmeans", "k-means++", "random", "random_from_data"}
         How the global EM starts: ``"union"`` (default) from the clients' components
         merged by weighted k-means++; otherwise scikit-learn's methods on the synthetic set.
+    aggregation : {"sample", "reduce"}
+        ``"sample"``: EM on samples of the union (the paper); ``"reduce"``: the union
+        reduced to K from its parameters (:func:`~fedgmm.federated.reduce.reduce_mixture`,
+        ``n_init`` starts, no synthetic set; a fixed K only).
     """
 
     n_components: int | tuple[int, int] = 10
@@ -67,6 +72,7 @@ class GlobalFitSettings:
     tol: float = 1e-3
     n_init: int = 1
     init_params: str = "union"
+    aggregation: str = "sample"
 
     def component_range(self) -> list[int]:
         """The candidate K values."""
@@ -120,7 +126,7 @@ def fit_global_model(
     settings: GlobalFitSettings,
     rng: np.random.Generator,
     *,
-    local_reg_covar: float = 0.0,
+    local_reg_covar: float | np.ndarray = 0.0,
     robust: RobustSettings | None = None,
 ) -> tuple[GaussianMixture, int, dict[int, float]]:
     """FedGenGMM's server step: sample ``S ~ U`` and fit the global GMM on it.
@@ -134,19 +140,22 @@ def fit_global_model(
     settings : GlobalFitSettings
     rng : numpy.random.Generator
         Draws the synthetic set, then seeds the global fit.
-    local_reg_covar : float
-        The ``reg_covar`` the clients' fits added; it is taken off the union's covariances
-        before sampling (see :func:`~fedgmm.federated.union.deregularized_factors`), so the
-        global fit regularises once, as a centralized fit does.
+    local_reg_covar : float or ndarray of shape (union.n_components,)
+        The ``reg_covar`` the clients' fits added (one value, or one per union component);
+        it is taken off the union's covariances before sampling (see
+        :func:`~fedgmm.federated.union.deregularized_factors`), so the global fit
+        regularises once, as a centralized fit does.
     robust : RobustSettings, optional
         Its ``max_synthetic_rows`` / ``max_synthetic_elements`` bound the synthetic set.
 
     Returns
     -------
     (GaussianMixture, int, dict)
-        The global model, the synthetic-set size, and the BIC per candidate K (empty for a
-        fixed K).
+        The global model, the synthetic-set size (0 with ``aggregation="reduce"``), and the
+        BIC per candidate K (empty for a fixed K).
     """
+    if settings.aggregation == "reduce":
+        return _reduce_union(union, settings, rng, local_reg_covar), 0, {}
     count = synthetic_count(settings, total_samples, union.n_features, robust)
     synthetic, _ = sample_gaussians(
         union.weights, union.means, deregularized_factors(union, local_reg_covar), count, rng
@@ -166,6 +175,31 @@ def fit_global_model(
             best = model
     assert best is not None
     return best, count, bic
+
+
+def client_regs(models: list[LocalModelReply], local: LocalFitSettings) -> np.ndarray:
+    """The ``reg_covar`` each union component's client reported (else the one asked for), shape ``(Σ K_c,)``."""
+    return np.concatenate([
+        np.full(m.state.n_components, local.reg_covar if m.reg_covar is None else m.reg_covar)
+        for m in models if m.state is not None
+    ])  # fmt: skip
+
+
+def _reduce_union(
+    union: MixtureState, settings: GlobalFitSettings, rng: np.random.Generator, local_reg_covar: float | np.ndarray
+) -> GaussianMixture:
+    """``aggregation="reduce"``: the union reduced to K by the MM algorithm, no synthetic set."""
+    ks = settings.component_range()
+    if len(ks) != 1:
+        raise ValueError("aggregation='reduce' needs a fixed n_components (choosing K by BIC needs samples).")
+    result = reduce_mixture(
+        union, ks[0], covariance_type=settings.covariance_type, method="mm", n_init=settings.n_init,
+        max_iter=settings.max_iter, reg_covar=settings.reg_covar, local_reg_covar=local_reg_covar,
+        seed=int(rng.integers(0, 2**31 - 1)),
+    )
+    return GaussianMixture.from_state(
+        result.state, reg_covar=settings.reg_covar, max_iter=settings.max_iter, tol=settings.tol
+    )
 
 
 def _fit_on_synthetic(
@@ -429,11 +463,13 @@ def run_fedgengmm(
     screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar)
     models = screened.models
     states = [m.state for m in models if m.state is not None]
-    synthetic_count(global_settings, screened.total, states[0].n_features, robust)  # a config error stays a ValueError
+    if global_settings.aggregation == "sample":  # a config error stays a ValueError
+        synthetic_count(global_settings, screened.total, states[0].n_features, robust)
     try:
         union = union_mixture(states, screened.counts.tolist())
         global_model, size, bic = fit_global_model(
-            union, screened.total, global_settings, server_rng(seed), local_reg_covar=local.reg_covar, robust=robust
+            union, screened.total, global_settings, server_rng(seed), local_reg_covar=client_regs(models, local),
+            robust=robust,
         )
     except (DegenerateCovarianceError, ValueError, FloatingPointError) as exc:
         raise global_step_error(

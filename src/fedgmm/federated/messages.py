@@ -203,6 +203,9 @@ class LocalModelReply:
         Why the client is excluded, or what it changed (e.g. a smaller K); empty if nothing.
     bic : dict of int to float
         BIC per candidate K when K was chosen by BIC.
+    reg_covar : float or None
+        The ``reg_covar`` the client's fit added (None: not reported; the server assumes
+        the one it asked for).
     """
 
     client_id: int
@@ -211,6 +214,7 @@ class LocalModelReply:
     state: MixtureState | None
     reason: str = ""
     bic: Mapping[int, float] | None = None
+    reg_covar: float | None = None
 
 
 def encode_local_model(reply: LocalModelReply) -> RecordDict:
@@ -225,6 +229,8 @@ def encode_local_model(reply: LocalModelReply) -> RecordDict:
     if reply.state is not None:
         cfg["covariance-type"] = reply.state.covariance_type
         content[MODEL] = _array_record(state_arrays(reply.state))
+    if reply.reg_covar is not None:
+        cfg["reg-covar"] = float(reply.reg_covar)
     if reply.bic:
         cfg["bic-k"] = [int(k) for k in reply.bic]
         cfg["bic-value"] = [float(v) for v in reply.bic.values()]
@@ -286,7 +292,12 @@ def decode_local_model(
             bic = {int(a): float(b) for a, b in zip(ks, vals, strict=True)}  # type: ignore[call-overload, arg-type]
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"bic-k/bic-value are not numbers: {exc}") from exc
-    return LocalModelReply(client_id, STATUS_OK, n_samples, state, reason, bic)
+    reg = None
+    if "reg-covar" in cfg:
+        reg = _get(cfg, "reg-covar", float)
+        if not (np.isfinite(reg) and reg >= 0):
+            raise PayloadError(f"reg-covar must be a finite number >= 0, got {reg!r}.")
+    return LocalModelReply(client_id, STATUS_OK, n_samples, state, reason, bic, reg_covar=reg)
 
 
 def encode_statistics(client_id: int, stats: SufficientStatistics | None, reason: str = "") -> RecordDict:

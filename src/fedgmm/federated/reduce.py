@@ -46,19 +46,20 @@ class ReductionResult:
     converged: bool
 
 
-def deregularized_covariances(covariances: np.ndarray, reg_covar: float) -> np.ndarray:
+def deregularized_covariances(covariances: np.ndarray, reg_covar: float | np.ndarray) -> np.ndarray:
     """``max(Σ_i − reg_covar·I, 0)`` per component (eigenvalues clipped), shape ``(N, d, d)``.
 
     The local M-step returned ``S_i + reg_covar·I``; reducing ``S_i`` and regularising the
     result once gives the reduced model the regularisation a centralized fit has (as
     :func:`~fedgmm.federated.union.deregularized_factors` does for sampling).
     """
-    if reg_covar <= 0:
+    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, or one value per component (N,)
+    if np.all(reg <= 0):
         return covariances
     d = covariances.shape[1]
-    out = covariances - reg_covar * np.eye(d)
+    out = covariances - reg[..., None, None] * np.eye(d)
     try:  # the usual case, an honest M-step's output: S_i is already positive semi-definite
-        np.linalg.cholesky(out + 1e-12 * reg_covar * np.eye(d))
+        np.linalg.cholesky(out + 1e-12 * float(np.max(reg)) * np.eye(d))
         return out
     except np.linalg.LinAlgError:
         eigval, eigvec = np.linalg.eigh(out)
@@ -226,7 +227,7 @@ def reduce_mixture(
     max_iter: int = 100,
     tol: float = 1e-6,
     reg_covar: float = 1e-6,
-    local_reg_covar: float = 0.0,
+    local_reg_covar: float | np.ndarray = 0.0,
     virtual_samples: float | np.ndarray | None = None,
     seed: int | np.random.Generator = 0,
 ) -> ReductionResult:
@@ -262,8 +263,8 @@ def reduce_mixture(
         assignment changes).
     reg_covar : float, default=1e-6
         Added once to every reduced covariance (the global fit's regularisation).
-    local_reg_covar : float, default=0.0
-        The clients' ``reg_covar``, taken off the union's covariances first (eigenvalues
+    local_reg_covar : float or ndarray of shape (N,), default=0.0
+        The clients' ``reg_covar`` (or one per union component), taken off the union's covariances first (eigenvalues
         clipped at 0), so the result is regularised once.
     virtual_samples : float or ndarray of shape (N,), optional
         ``"hem"`` only: total virtual samples ``M`` (so ``N_i = M w_i``), or ``N_i`` per

@@ -9,7 +9,11 @@ from typing import Any
 import numpy as np
 
 from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR, GlobalFitSettings
-from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT, LocalFitSettings
+from fedgmm.federated.local import (
+    DEFAULT_AUTO_REG_FACTOR,
+    DEFAULT_MIN_SAMPLES_PER_COMPONENT,
+    LocalFitSettings,
+)
 from fedgmm.federated.robust import DEFAULT_MAX_CLIENT_WEIGHT, RobustSettings
 from fedgmm.types import COVARIANCE_TYPES, CovarianceType
 
@@ -21,7 +25,21 @@ FEDERATED_METHODS = ("union", "fedgengmm", "fedem", "hybrid")
 #: Federated EM's initialisations.
 INITS = ("kmeans++", "fedgengmm")
 #: Default local K, as a multiple of the global K (see :func:`resolve_local_components`).
-DEFAULT_LOCAL_FACTOR = 2
+DEFAULT_LOCAL_FACTOR = 4
+#: How the server turns the union into the global model: ``"sample"`` (the paper: sample
+#: the union, fit EM) or ``"reduce"`` (sample-free, :func:`fedgmm.federated.reduce.reduce_mixture`).
+AGGREGATIONS = ("sample", "reduce")
+#: ``local_reg_covar`` keywords: ``"auto"`` (0.05 × each client's mean per-feature variance)
+#: and ``"heldout"`` (K and reg_covar chosen on each client's held-out rows).
+LOCAL_REG_MODES = ("auto", "heldout")
+#: Named baselines a study may list beside :data:`METHODS`: ``name -> (method, spec overrides)``.
+#: ``"fedgengmm-paper"`` is the paper's recipe: BIC local K in 1–10, the local fits use the
+#: global ``reg_covar``, one server start, sampling.
+BASELINES: dict[str, tuple[str, dict[str, Any]]] = {
+    "fedgengmm-paper": (
+        "fedgengmm", {"local_components": (1, 10), "local_reg_covar": None, "n_init": 1, "aggregation": "sample"}
+    ),
+}
 
 
 def parse_method(method: object) -> str:
@@ -52,33 +70,72 @@ def parse_n_components(value: object) -> int | tuple[int, int]:
     raise ValueError(f"n_components must be an int or a (min, max) pair, got {value!r}.")
 
 
-def parse_local_components(value: object) -> int | tuple[int, int] | None:
-    """Clients' K: None (the default), an int >= 1, or a ``(min, max)`` BIC range."""
-    if value is None:
-        return None
+LocalComponents = int | tuple[int, int] | tuple[tuple[int, int], ...] | None
+
+
+def _components_entry(value: object, what: str) -> int | tuple[int, int]:
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         if value < 1:
-            raise ValueError(f"local_components must be >= 1, got {value}.")
+            raise ValueError(f"{what} must be >= 1, got {value}.")
         return int(value)
-    if isinstance(value, list | tuple) and len(value) == 2:
+    if isinstance(value, list | tuple) and len(value) == 2 and all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value
+    ):
         lo, hi = (int(v) for v in value)
         if not 1 <= lo <= hi:
             raise ValueError(f"local components need 1 <= min <= max, got ({lo}, {hi}).")
         return lo, hi
-    raise ValueError(f"local_components must be None, an int or a (min, max) pair, got {value!r}.")
+    raise ValueError(f"{what} must be an int or a (min, max) pair, got {value!r}.")
+
+
+def parse_local_components(value: object) -> LocalComponents:
+    """Clients' K: None (the default), an int >= 1, a ``(min, max)`` BIC range, or one per client.
+
+    One value per client is a list (of length other than 2, or holding a pair) whose
+    ``i``-th entry — an int or a ``(min, max)`` range — is client id ``i``'s (the position
+    of the client in the in-process clients list, or a Flower node's ``partition-id``).
+    It is stored as a tuple of ``(min, max)`` pairs, e.g. ``[2, 20, 20]`` →
+    ``((2, 2), (20, 20), (20, 20))``; two clients need pairs, ``[[2, 2], [20, 20]]``,
+    since ``[2, 20]`` is a range.
+    """
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        is_range = len(value) == 2 and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+        if not is_range:
+            if not value:
+                raise ValueError("local_components per client needs at least one entry.")
+            entries = [_components_entry(v, f"local_components[{i}]") for i, v in enumerate(value)]
+            return tuple((e, e) if isinstance(e, int) else e for e in entries)
+    try:
+        return _components_entry(value, "local_components")
+    except ValueError as exc:
+        raise ValueError(
+            f"local_components must be None, an int, a (min, max) pair or one per client, got {value!r} ({exc})"
+        ) from None
+
+
+def per_client_components(local_components: object) -> tuple[tuple[int, int], ...]:
+    """The ``(k_min, k_max)`` of each client id when ``local_components`` is per client, else ``()``."""
+    parsed = parse_local_components(local_components)
+    if isinstance(parsed, tuple) and parsed and isinstance(parsed[0], tuple):
+        return parsed  # type: ignore[return-value]
+    return ()
 
 
 def resolve_local_components(local_components: object, n_components: int | tuple[int, int]) -> tuple[int, int]:
     """The clients' ``(k_min, k_max)``: a fixed K, a BIC range, or the default for ``None``.
 
-    ``None`` means a fixed ``2 × K`` (the largest global K asked for). Local models are
-    the only description of the clients' data the server gets, so they should err on the
-    side of detail: with BIC, a small client picks few components, the union blurs and the
-    global model loses whole nats per sample when clients are alike (IID) — measured in
-    the ``local-complexity`` study (``fedgmm study local-complexity``), where a fixed
-    ``2K`` was best or within noise of best at every α on digits and satellite, and BIC
-    ranges lost 1–3 nats/sample at α ≥ 1. Each client still caps K at
-    ``n_c // min_samples_per_component``.
+    ``None`` means a fixed ``DEFAULT_LOCAL_FACTOR × K`` = ``4 × K`` (the largest global K
+    asked for). Local models are the only description of the clients' data the server
+    gets, so they should err on the side of detail, regularised (``local_reg_covar``) so
+    the detail generalises. Measured for issue 9 (``scripts/oneshot_ablation.py``;
+    Fashion-MNIST 20 clients × ~700 rows, 16 whitened PCA dims, K = 20; satellite 10 ×
+    ~200, 12 dims, K = 8; 2 seeds; gap to centralized at α = 0.1 / 1 / 100): local
+    ``2K`` with ``reg_covar`` 1e-6 lost 0.37 / 0.85 / 0.88 nats/sample, local ``4K`` with
+    local ``reg_covar`` 0.05 and 3 server starts 0.04 / 0.19 / 0.30 (satellite
+    −0.02 / 0.16 / 0.29); BIC ranges (the paper) lost 0.4–1.5. Each client still caps K
+    at ``n_c // min_samples_per_component``. For one K per client the range spans them all.
     """
     parsed = parse_local_components(local_components)
     if parsed is None:
@@ -86,7 +143,10 @@ def resolve_local_components(local_components: object, n_components: int | tuple
         return DEFAULT_LOCAL_FACTOR * k, DEFAULT_LOCAL_FACTOR * k
     if isinstance(parsed, int):
         return parsed, parsed
-    return parsed
+    per = per_client_components(parsed)
+    if per:
+        return min(lo for lo, _ in per), max(hi for _, hi in per)
+    return parsed  # type: ignore[return-value]
 
 
 def parse_synthetic_size(value: object) -> float | int:
@@ -113,14 +173,22 @@ class MethodSpec:
         Global K (a range is chosen by BIC on the synthetic set; FedGenGMM only).
     covariance_type : {"full", "tied", "diag", "spherical"}
         Of the local and the global models.
-    local_components : int, (int, int) or None
-        Clients' K: fixed, a BIC range, or None for ``2 × n_components``.
+    local_components : int, (int, int), list or None
+        Clients' K: fixed, a BIC range, one per client id (see
+        :func:`parse_local_components`), or None for ``4 × n_components``.
     synthetic_size : float or int
         FedGenGMM's synthetic set: a multiple of ``Σ n_c`` (float) or a row count (int).
     reg_covar : float
         Added to the covariance diagonals of the global (server) fits and the M-steps.
-    local_reg_covar : float or None
-        The clients' local fits' ``reg_covar``; None: ``reg_covar``.
+    local_reg_covar : float, "auto", "heldout" or None
+        The clients' local fits' ``reg_covar``. ``"auto"`` (default): each client uses
+        ``0.05 ×`` its mean per-feature variance — exactly 0.05 on standardised data, the
+        value measured best for issue 9 (whitened PCA features, variance 1), and the same
+        relative smoothing on raw-scale data. A float is absolute; None: ``reg_covar``;
+        ``"heldout"``: each client picks K and reg_covar on a held-out quarter of its rows
+        (:func:`~fedgmm.federated.local_selection.select_local_model`; its choice is in the
+        client's record). Clients report the value they used, and the server takes it off
+        before sampling.
     max_iter : int
         Most EM iterations of each fit.
     fit_tol : float
@@ -137,7 +205,8 @@ class MethodSpec:
         Fewest usable clients per round.
     n_init : int
         EM restarts of the fits that run in one place — the centralized model and
-        FedGenGMM's global fit on the server.
+        FedGenGMM's global fit (or reduction) on the server. Default 3 (measured: 1 → 3
+        starts gained ~0.1 nat/sample at α = 0.1 in issue 9's first regime).
     local_n_init : int
         EM restarts of each client's local fit.
     robust : bool
@@ -147,15 +216,21 @@ class MethodSpec:
         set stays bounded either way.
     max_client_weight : float or None
         Largest share of the federation's weight one client gets (robust runs; None: no cap).
+    aggregation : {"sample", "reduce"}
+        FedGenGMM's server step: ``"sample"`` (default; the paper: sample the union, refit
+        by EM) or ``"reduce"`` (sample-free reduction of the union to K,
+        :func:`~fedgmm.federated.reduce.reduce_mixture`: deterministic and its cost
+        independent of Σ n_c, but it lost 0.3–0.8 nats/sample against sampling in issue 9's
+        measurement). ``"reduce"`` needs a fixed ``n_components``.
     """
 
     method: str
     n_components: int | tuple[int, int] = 10
     covariance_type: CovarianceType = "full"
-    local_components: int | tuple[int, int] | None = None
+    local_components: LocalComponents = None
     synthetic_size: float | int = DEFAULT_SYNTHETIC_FACTOR
     reg_covar: float = 1e-6
-    local_reg_covar: float | None = None
+    local_reg_covar: float | str | None = "auto"
     max_iter: int = 100
     fit_tol: float = 1e-3
     max_rounds: int = 40
@@ -163,10 +238,11 @@ class MethodSpec:
     init: str = "kmeans++"
     min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT
     min_clients: int = 1
-    n_init: int = 1
+    n_init: int = 3
     local_n_init: int = 1
     robust: bool = True
     max_client_weight: float | None = DEFAULT_MAX_CLIENT_WEIGHT
+    aggregation: str = "sample"
 
     def __post_init__(self) -> None:
         parse_method(self.method)
@@ -177,8 +253,20 @@ class MethodSpec:
         parse_synthetic_size(self.synthetic_size)
         parse_init(self.init)
         _check_number("reg_covar", self.reg_covar, low=0.0)
-        if self.local_reg_covar is not None:
+        if isinstance(self.local_reg_covar, str):
+            if self.local_reg_covar not in LOCAL_REG_MODES:
+                raise ValueError(
+                    f"local_reg_covar must be a number >= 0, None or one of {list(LOCAL_REG_MODES)}, "
+                    f"got {self.local_reg_covar!r}."
+                )
+        elif self.local_reg_covar is not None:
             _check_number("local_reg_covar", self.local_reg_covar, low=0.0)
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {list(AGGREGATIONS)}, got {self.aggregation!r}.")
+        if self.aggregation == "reduce" and self.method in ("fedgengmm", "hybrid") and not isinstance(
+            self.n_components, int
+        ):
+            raise ValueError("aggregation='reduce' needs a fixed n_components (BIC over K needs samples).")
         _check_number("fit_tol", self.fit_tol, low=0.0)
         _check_number("round_tol", self.round_tol, low=0.0)
         for name in ("max_iter", "n_init", "local_n_init", "min_samples_per_component", "min_clients"):
@@ -190,8 +278,14 @@ class MethodSpec:
 
     @property
     def client_reg_covar(self) -> float:
-        """The ``reg_covar`` of the clients' local fits."""
-        return self.reg_covar if self.local_reg_covar is None else self.local_reg_covar
+        """The absolute ``reg_covar`` of the clients' local fits (0 when each client sets its own).
+
+        It is the floor the server's screen checks covariance eigenvalues against; with
+        ``"auto"`` / ``"heldout"`` the clients report theirs instead.
+        """
+        if isinstance(self.local_reg_covar, str):
+            return 0.0
+        return float(self.reg_covar if self.local_reg_covar is None else self.local_reg_covar)
 
     def robust_settings(self) -> RobustSettings:
         """How the server screens and weights the clients' contributions."""
@@ -203,10 +297,12 @@ class MethodSpec:
     def local_settings(self) -> LocalFitSettings:
         """How clients fit their local models."""
         k_min, k_max = resolve_local_components(self.local_components, self.n_components)
+        mode = self.local_reg_covar if isinstance(self.local_reg_covar, str) else "absolute"
         return LocalFitSettings(
             covariance_type=self.covariance_type, k_min=int(k_min), k_max=int(k_max), reg_covar=self.client_reg_covar,
             max_iter=self.max_iter, tol=self.fit_tol, n_init=self.local_n_init,
-            min_samples_per_component=self.min_samples_per_component,
+            min_samples_per_component=self.min_samples_per_component, reg_covar_mode=mode,
+            reg_covar_factor=DEFAULT_AUTO_REG_FACTOR, per_client=per_client_components(self.local_components),
         )
 
     def global_settings(self, n_components: int | tuple[int, int] | None = None) -> GlobalFitSettings:
@@ -214,7 +310,7 @@ class MethodSpec:
         return GlobalFitSettings(
             n_components=self.n_components if n_components is None else n_components,
             covariance_type=self.covariance_type, synthetic_size=self.synthetic_size, reg_covar=self.reg_covar,
-            max_iter=self.max_iter, tol=self.fit_tol, n_init=self.n_init,
+            max_iter=self.max_iter, tol=self.fit_tol, n_init=self.n_init, aggregation=self.aggregation,
         )
 
     def fixed_k(self) -> int:
@@ -222,6 +318,16 @@ class MethodSpec:
         if isinstance(self.n_components, int):
             return self.n_components
         raise ValueError(f"{self.method} needs a fixed n_components, got the range {self.n_components}.")
+
+
+def baseline_spec(name: str, template: MethodSpec) -> MethodSpec:
+    """The spec of a named baseline (:data:`BASELINES`) from a study's template."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}.")
+    from dataclasses import replace
+
+    method, overrides = BASELINES[name]
+    return replace(template, method=method, **overrides)
 
 
 def _check_number(name: str, value: Any, low: float) -> None:

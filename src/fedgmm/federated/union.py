@@ -71,7 +71,7 @@ def union_mixture(states: Sequence[MixtureState], counts: Sequence[int]) -> Mixt
     return MixtureState.from_covariances(weights / weights.sum(), means, covs, ctype)
 
 
-def deregularized_factors(state: MixtureState, reg_covar: float) -> np.ndarray:
+def deregularized_factors(state: MixtureState, reg_covar: float | np.ndarray) -> np.ndarray:
     """Square-root factors of ``Σ_k − reg_covar·I`` (negative eigenvalues clipped to 0).
 
     A local M-step returns ``Σ_k = S_k + reg_covar·I`` with ``S_k`` the weighted scatter of
@@ -87,10 +87,11 @@ def deregularized_factors(state: MixtureState, reg_covar: float) -> np.ndarray:
         ``A_k`` with ``A_k A_kᵀ = max(Σ_k − reg_covar·I, 0)``.
     """
     covs = full_covariances(state)
-    if reg_covar <= 0:
+    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, or one value per component (K,)
+    if np.all(reg <= 0):
         eigval, eigvec = np.linalg.eigh(covs)
     else:
-        eigval, eigvec = np.linalg.eigh(covs - reg_covar * np.eye(state.n_features))
+        eigval, eigvec = np.linalg.eigh(covs - reg[..., None, None] * np.eye(state.n_features))
     return eigvec * np.sqrt(np.clip(eigval, 0.0, None))[:, None, :]
 
 

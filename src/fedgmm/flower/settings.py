@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgmm.datasets.partition import PARTITIONERS
-from fedgmm.federated.spec import INITS, MethodSpec
+from fedgmm.federated.spec import AGGREGATIONS, INITS, LOCAL_REG_MODES, MethodSpec
 from fedgmm.types import COVARIANCE_TYPES
 
 ALGORITHMS = ("fedgengmm", "fedem", "hybrid")
@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "covariance-type": _SPEC.covariance_type,
     "local-components-min": 0,
     "local-components-max": 0,
+    "local-components-list": "",
     "synthetic-size": _SPEC.synthetic_size,
     "max-iter": _SPEC.max_iter,
     "fit-tol": _SPEC.fit_tol,
@@ -37,7 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "round-tol": _SPEC.round_tol,
     "tol": -1.0,
     "reg-covar": _SPEC.reg_covar,
-    "local-reg-covar": 0.0,
+    "local-reg-covar": _SPEC.local_reg_covar,
+    "n-init": _SPEC.n_init,
+    "aggregation": _SPEC.aggregation,
     "init": _SPEC.init,
     "min-samples-per-component": _SPEC.min_samples_per_component,
     "robust": _SPEC.robust,
@@ -76,6 +79,40 @@ DATA_KEYS = (
 
 class SettingsError(ValueError):
     """A run-config or node-config value is missing or invalid; the message names the key."""
+
+
+def _local_reg_covar(cfg: Mapping[str, Any]) -> float | str | None:
+    """``local-reg-covar``: "auto" / "heldout", a number > 0 (absolute), or 0 / "reg-covar" for reg-covar."""
+    value = _get(cfg, "local-reg-covar", "run config")
+    if isinstance(value, str):
+        if value in LOCAL_REG_MODES:
+            return value
+        if value == "reg-covar":
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            raise SettingsError(
+                f"run config 'local-reg-covar' must be one of {[*LOCAL_REG_MODES, 'reg-covar']} or a number >= 0, "
+                f"got {value!r}."
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise SettingsError(f"run config 'local-reg-covar' must be > 0, 0 for reg-covar, or 'auto', got {value!r}.")
+    return float(value) or None
+
+
+def _per_node_components(text: str) -> list[Any]:
+    """``local-components-list``: comma-separated ``K`` or ``min-max`` entries, the i-th for client id i."""
+    out: list[Any] = []
+    for item in text.split(","):
+        try:
+            lo, _, hi = item.strip().partition("-")
+            out.append((int(lo), int(hi)) if hi else (int(lo), int(lo)))
+        except ValueError:
+            raise SettingsError(
+                f"run config 'local-components-list' must be comma-separated K or min-max entries, got {text!r}."
+            ) from None
+    return out
 
 
 def _get(cfg: Mapping[str, Any], key: str, where: str) -> Any:
@@ -256,9 +293,14 @@ class RunSettings:
         if (local_min == 0) != (local_max == 0) or local_max < local_min:
             raise SettingsError(
                 "run config needs 1 <= local-components-min <= local-components-max, or both 0 for the default "
-                f"(2 x n-components); got {local_min} and {local_max}."
+                f"(4 x n-components); got {local_min} and {local_max}."
             )
-        local: tuple[int, int] | None = (local_min, local_max) if local_max else None
+        local: Any = (local_min, local_max) if local_max else None
+        per_node = get_str(cfg, "local-components-list").strip()
+        if per_node:
+            if local is not None:
+                raise SettingsError("set either local-components-min/-max or local-components-list, not both.")
+            local = _per_node_components(per_node)
         synthetic = _get(cfg, "synthetic-size", "run config")
         if isinstance(synthetic, bool) or not isinstance(synthetic, int | float) or synthetic <= 0:
             raise SettingsError(
@@ -271,9 +313,7 @@ class RunSettings:
                 "round tolerance: set 'round-tol' instead.", FutureWarning, stacklevel=2,
             )
             round_tol = get_float(cfg, "tol", positive=True)
-        local_reg_covar = get_float(cfg, "local-reg-covar")
-        if local_reg_covar < 0:
-            raise SettingsError(f"run config 'local-reg-covar' must be > 0, or 0 for reg-covar, got {local_reg_covar}.")
+        local_reg_covar = _local_reg_covar(cfg)
         spec = MethodSpec(
             method=algorithm,
             n_components=(n_components, n_max) if n_max > n_components else n_components,
@@ -281,7 +321,9 @@ class RunSettings:
             local_components=local,
             synthetic_size=synthetic,
             reg_covar=get_float(cfg, "reg-covar", positive=True),
-            local_reg_covar=local_reg_covar or None,
+            local_reg_covar=local_reg_covar,
+            n_init=get_int(cfg, "n-init", low=1),
+            aggregation=get_str(cfg, "aggregation", choices=AGGREGATIONS),
             max_iter=get_int(cfg, "max-iter", low=1),
             fit_tol=get_float(cfg, "fit-tol", positive=True),
             max_rounds=get_int(cfg, "max-rounds", low=1),
