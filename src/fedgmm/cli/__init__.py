@@ -42,11 +42,11 @@ def _resolve_study(config: str) -> Path:
     raise ConfigError(f"{config!r} is neither a study config file nor a shipped study ({', '.join(studies)}).")
 
 
-def _print_summary(results: Path, title: str) -> None:
+def _print_summary(results: Path, title: str, *, skip_bad: bool = False) -> None:
     from fedgmm.experiments.report import summarize
     from fedgmm.experiments.results import read_rows
 
-    rows = list(read_rows(results))
+    rows = list(read_rows(results, skip_bad=skip_bad))
     entries = summarize(rows, ["dataset", "label", "alpha"])
     with_auc = any(e.get("auc_pr_mean") is not None and not math.isnan(e["auc_pr_mean"]) for e in entries)
     seeds = sorted({e["n"] for e in entries})
@@ -91,8 +91,16 @@ def _run_study(config: str, profile: str | None, out: Path | None, jobs: int | N
     if jobs is not None:
         cfg = replace(cfg, n_jobs=jobs)
     out_dir = out or DEFAULT_OUT / (cfg.name + (f"-{profile}" if profile else ""))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder.")
     console.print(f"[bold]study[/] {cfg.name} ({path}{', profile ' + profile if profile else ''}) → {out_dir}")
-    outcome = run_study(cfg, out_dir, console=console, show_progress=progress)
+    try:
+        outcome = run_study(cfg, out_dir, console=console, show_progress=progress)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted — {_saved_runs(out_dir)} run(s) saved in {out_dir}; rerun the same command to resume."
+        )
+        raise typer.Exit(130) from None
     console.print(
         f"{outcome.computed} run(s) computed, {outcome.cached} taken from {outcome.results_path}"
         + (f", [yellow]{outcome.failed} failed[/]" if outcome.failed else "")
@@ -100,6 +108,28 @@ def _run_study(config: str, profile: str | None, out: Path | None, jobs: int | N
     _print_summary(outcome.results_path, f"{cfg.name}: mean ± std over seeds")
     if outcome.report_path is not None:
         console.print(f"report: {outcome.report_path}")
+    if outcome.failed:
+        _print_failures(outcome.results_path)
+        raise typer.Exit(1)
+
+
+def _saved_runs(out_dir: Path) -> int:
+    from fedgmm.experiments.results import RESULTS_FILE, completed_keys, read_results
+
+    results = out_dir / RESULTS_FILE
+    return len(completed_keys(read_results(results, skip_bad=True).rows)) if results.is_file() else 0
+
+
+def _print_failures(results: Path) -> None:
+    from fedgmm.experiments.results import completed_keys, read_rows
+
+    rows = read_rows(results, skip_bad=True)
+    done = completed_keys(rows)
+    failed = {r.key: r for r in rows if r.failed and r.key not in done}
+    err_console.print(f"[bold red]{len(failed)} run(s) failed[/] (they are retried on the next run):")
+    for row in failed.values():
+        where = f"{row.dataset} α={row.alpha} seed={row.seed}"
+        err_console.print(f"  {row.label} on {where}: {row.extra.get('error')}")
 
 
 @app.command()
@@ -142,17 +172,27 @@ def studies() -> None:
 def report(
     results: Path = typer.Argument(..., help="A results.jsonl file written by a study."),
     out: Path = typer.Option(None, help="Output directory (default: next to the results file)."),
+    skip_bad: bool = typer.Option(False, help="Leave out unreadable lines (each is listed) instead of failing."),
 ) -> None:
     """Write the markdown report and plots of a results file."""
 
     def action() -> None:
         from fedgmm.experiments.report import write_report
+        from fedgmm.experiments.results import read_results
 
         if not results.is_file():
             raise FileNotFoundError(f"{results}: no such results file.")
+        read = read_results(results, skip_bad=True)
+        if read.n_rows == 0:
+            detail = " ".join(read.problems()) if read.problems() else "it is empty."
+            raise ValueError(f"{results}: no readable result row; {detail}")
+        if not skip_bad and read.problems():
+            raise ValueError(" ".join(read.problems()) + " Pass --skip-bad to report the readable rows anyway.")
+        for problem in read.problems():
+            err_console.print(f"[yellow]skipped:[/] {problem}")
         out_dir = out or results.parent
-        path = write_report(results, out_dir, models_dir=results.parent / "models")
-        _print_summary(results, f"{results}: mean ± std over seeds")
+        path = write_report(results, out_dir, models_dir=results.parent / "models", skip_bad=skip_bad)
+        _print_summary(results, f"{results}: mean ± std over seeds", skip_bad=skip_bad)
         console.print(f"report: {path}")
 
     guarded(action)

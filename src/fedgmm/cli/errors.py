@@ -16,11 +16,13 @@ err_console = Console(stderr=True)
 def guarded(action: Callable[[], T], extra: tuple[type[BaseException], ...] = ()) -> T:
     """Run ``action``; our errors, bad input (``ValueError``, ``TypeError``, missing files) and
     ``extra`` print ``error: …`` on standard error and exit with code 2, without a traceback."""
+    from rich.markup import escape
+
     from fedgmm.exceptions import FedGMMError
 
     expected: tuple[type[BaseException], ...] = (FedGMMError, ValueError, FileNotFoundError, TypeError, *extra)
     try:
         return action()
     except expected as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

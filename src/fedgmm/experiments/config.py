@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from fedgmm.datasets.partition import PARTITIONERS
-from fedgmm.federated.spec import METHODS, MethodSpec, parse_local_components
+from fedgmm.federated.spec import BASELINES, METHODS, MethodSpec, parse_local_components
 from fedgmm.types import COVARIANCE_TYPES
 
 PREPROCESSING_MODES = ("federated", "public", "none")
 SWEEPABLE = (
     "local_components", "synthetic_size", "hybrid_rounds", "contamination", "n_components", "attack", "attack_fraction",
-    "robust",
+    "robust", "local_reg_covar", "aggregation", "n_init",
 )  # fmt: skip
 
 
@@ -175,14 +175,16 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
-def _local_components(value: Any, where: str) -> int | tuple[int, int]:
-    ok = isinstance(value, int) or (isinstance(value, list | tuple) and all(isinstance(v, int) for v in value))
+def _local_components(value: Any, where: str) -> Any:
+    """An int, a ``[min, max]`` range, or one int / range per client (see :func:`parse_local_components`)."""
     try:
-        parsed = parse_local_components(value) if ok and value is not None else None
-    except ValueError:
+        parsed = parse_local_components(value) if value is not None else None
+    except (ValueError, TypeError):
         parsed = None
     if parsed is None:
-        raise _fail(where, f"local_components must be an int >= 1 or a [min, max] pair, got {value!r}.")
+        raise _fail(
+            where, f"local_components must be an int >= 1, a [min, max] pair or one per client, got {value!r}."
+        )
     return parsed
 
 
@@ -202,7 +204,9 @@ def _model_config(model_data: dict[str, Any], where: str) -> ModelConfig:
         default = 3 if key == "hybrid_rounds" else _SPEC_DEFAULTS[key]
         if key == "local_components":
             continue
-        if key == "synthetic_size":
+        if key == "local_reg_covar":
+            ok = isinstance(value, int | float | str) and not isinstance(value, bool)
+        elif key == "synthetic_size":
             ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
         elif key == "n_components" or (isinstance(default, int) and not isinstance(default, bool)):
             ok = isinstance(value, int) and not isinstance(value, bool)
@@ -257,8 +261,8 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
             raise _fail(where, f"unknown dataset {ds!r}." + (f" Did you mean {close[0]!r}?" if close else f" Known: {sorted(known)}."))
     methods = _as_tuple(data.get("methods", list(StudyConfig.methods)))
     for m in methods:
-        if m not in METHODS:
-            raise _fail(where, f"unknown method {m!r}; expected some of {list(METHODS)}.")
+        if m not in METHODS and m not in BASELINES:
+            raise _fail(where, f"unknown method {m!r}; expected some of {[*METHODS, *BASELINES]}.")
     part = dict(data.get("partition", {}))
     pname = part.pop("name", "dirichlet")
     if pname not in PARTITIONERS:
@@ -296,6 +300,7 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
     test_fraction = float(data.get("test_fraction", 0.25))
     if not 0 < test_fraction < 1:
         raise _fail(where, f"test_fraction must be in (0, 1), got {test_fraction}.")
+    _check_ranges(where, partition, preprocessing, sweep, seeds, contamination)
     options = data.get("dataset_options", {})
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise _fail(where, "[dataset_options] must map dataset names to tables of loader arguments.")
@@ -335,6 +340,42 @@ def _check_attacks(where: str, kinds: tuple[Any, ...], fractions: tuple[Any, ...
     for value in robust:
         if not isinstance(value, bool):
             raise _fail(where, f"[sweep] robust takes true/false, got {value!r}.")
+
+
+def _check_ranges(
+    where: str, partition: PartitionConfig, preprocessing: PreprocessingConfig, sweep: dict[str, tuple[Any, ...]],
+    seeds: tuple[int, ...], contamination: ContaminationConfig,
+) -> None:
+    """Values whose range is known when the config is read: each error names the key, the value and the range."""
+
+    def bad(key: str, value: Any, allowed: str) -> ConfigError:
+        return _fail(where, f"{key} = {value!r} is out of range; allowed: {allowed}.")
+
+    def number(value: Any) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int | float) and value == value
+
+    for a in partition.alpha:
+        if not (a > 0 and a != float("inf")):
+            raise bad("[partition] alpha", a, "finite numbers > 0")
+    if partition.num_partitions < 1:
+        raise bad("[partition] num_partitions", partition.num_partitions, "integers >= 1")
+    if partition.min_partition_size < 0:
+        raise bad("[partition] min_partition_size", partition.min_partition_size, "integers >= 0")
+    if preprocessing.pca < 0:
+        raise bad("[preprocessing] pca", preprocessing.pca, "integers >= 0 (0: no PCA)")
+    for s in seeds:
+        if s < 0:
+            raise bad("seeds", s, "integers >= 0")
+    if not 0 <= contamination.share <= 1:
+        raise bad("[contamination] share", contamination.share, "numbers in [0, 1]")
+    for key, low, allowed in (("n_components", 1, "integers >= 1"), ("hybrid_rounds", 1, "integers >= 1"),
+                              ("synthetic_size", 0, "numbers > 0")):
+        for value in sweep.get(key, ()):
+            if not number(value) or value < low or (low == 0 and value <= 0):
+                raise bad(f"[sweep] {key}", value, allowed)
+    for value in sweep.get("contamination", ()):
+        if not number(value) or not 0 <= value <= 1:
+            raise bad("[sweep] contamination", value, "numbers in [0, 1]")
 
 
 def load_config(path: str | Path, *, profile: str | None = None) -> StudyConfig:

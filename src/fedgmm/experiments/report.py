@@ -876,6 +876,7 @@ def write_report(
     *,
     title: str | None = None,
     models_dir: Path | None = None,
+    skip_bad: bool = False,
 ) -> Path:
     """Write ``out_dir/report.md`` and its PNG plots from a results file.
 
@@ -890,6 +891,8 @@ def write_report(
     models_dir : Path, optional
         Saved 2-D models to draw as density contours (layout: see
         :func:`density_figures`).
+    skip_bad : bool
+        Leave out unreadable lines instead of raising (see :func:`read_rows`).
 
     Returns
     -------
@@ -902,7 +905,7 @@ def write_report(
         If the results file has a malformed line (see :func:`read_rows`).
     """
     results_path, out_dir = Path(results_path), Path(out_dir)
-    read = list(read_rows(results_path))
+    read = list(read_rows(results_path, skip_bad=skip_bad))
     rows = dedupe(read)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_old_plots(out_dir)

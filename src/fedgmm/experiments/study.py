@@ -23,9 +23,24 @@ from fedgmm.datasets.split import DEFAULT_REGIMES, MIN_CLASSES_FOR_LABEL_SKEW
 from fedgmm.datasets.split import split_dataset as split_rows
 from fedgmm.em.stats import score_samples
 from fedgmm.experiments.config import StudyConfig
-from fedgmm.experiments.results import RESULTS_FILE, ResultRow, RoundPoint, append_rows, read_rows
+from fedgmm.experiments.results import (
+    RESULTS_FILE,
+    ResultRow,
+    RoundPoint,
+    append_rows,
+    completed_keys,
+    read_rows,
+    repair_truncated_tail,
+)
 from fedgmm.federated.preprocessing import Transform, run_preprocessing, transform_from_moments
-from fedgmm.federated.spec import MethodSpec, resolve_local_components
+from fedgmm.federated.spec import (
+    BASELINES,
+    FEDERATED_METHODS,
+    MethodSpec,
+    baseline_spec,
+    per_client_components,
+    resolve_local_components,
+)
 from fedgmm.federated.transport import CommunicationLog
 from fedgmm.inprocess.runner import MethodRun, run_inprocess
 from fedgmm.inprocess.transport import InProcessTransport
@@ -38,13 +53,19 @@ LABELS = {
     "union": "Union (no retraining)",
     "fedgengmm": "FedGenGMM",
     "fedem": "Federated EM",
+    "fedgengmm-paper": "FedGenGMM (paper recipe)",
 }
 #: Which swept settings change which method (the others share one run per data cell).
 RELEVANT = {
     "local_components": {"local", "union", "fedgengmm", "fedem", "hybrid"},
-    "synthetic_size": {"fedgengmm", "hybrid"},
+    "synthetic_size": {"fedgengmm", "hybrid", "fedgengmm-paper"},
     "hybrid_rounds": {"hybrid"},
-    "n_components": {"centralized", "fedgengmm", "fedem", "hybrid"},
+    "n_components": {"centralized", "fedgengmm", "fedem", "hybrid", "fedgengmm-paper"},
+    # The one-shot ablation levers vary FedGenGMM (and the union, for the local strategy);
+    # the hybrid and federated EM start from the template's one-shot settings.
+    "local_reg_covar": {"union", "fedgengmm"},
+    "aggregation": {"fedgengmm"},
+    "n_init": {"fedgengmm"},
     "attack": {"union", "fedgengmm", "fedem", "hybrid"},
     "attack_fraction": {"union", "fedgengmm", "fedem", "hybrid"},
     "robust": {"union", "fedgengmm", "fedem", "hybrid"},
@@ -81,9 +102,12 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _local_label(value: int | tuple[int, int] | None) -> str:
+def _local_label(value: Any) -> str:
     if value is None:
         return "default"
+    per = per_client_components(value)
+    if per:  # one K per client: the distinct values, e.g. "2/20"
+        return "/".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in sorted(set(per)))
     return str(value) if isinstance(value, int) else f"{value[0]}-{value[1]}"
 
 
@@ -173,15 +197,19 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
     for combo in combos:
         values = dict(zip(keys, combo, strict=True))
         n_comp = int(values.get("n_components", m.n_components))
-        k_lo, k_hi = resolve_local_components(values.get("local_components", m.local_components), n_comp)
-        local: int | tuple[int, int] = k_lo if k_lo == k_hi else (k_lo, k_hi)
+        lc = values.get("local_components", m.local_components)
+        k_lo, k_hi = resolve_local_components(lc, n_comp)
+        local: Any = per_client_components(lc) or (k_lo if k_lo == k_hi else (k_lo, k_hi))
         rounds = int(values.get("hybrid_rounds", config.model.hybrid_rounds)) if method == "hybrid" else m.max_rounds
         spec = replace(
-            m, method=method, n_components=n_comp, local_components=local,
+            m, method=BASELINES[method][0] if method in BASELINES else method, n_components=n_comp, local_components=local,
             synthetic_size=values.get("synthetic_size", m.synthetic_size), max_rounds=rounds,
             robust=bool(values.get("robust", m.robust)),
         )
-        label = LABELS.get(method, f"FedGenGMM + {rounds} EM")
+        spec = replace(spec, **{k: values[k] for k in ("local_reg_covar", "aggregation", "n_init") if k in values})
+        if method in BASELINES:
+            spec = baseline_spec(method, spec)
+        label = LABELS.get(method, f"FedGenGMM + {rounds} EM") + _ablation_label(values)
         if method in RELEVANT["attack"]:
             kind, fraction = variant_attack(config, values)
             values = {k: v for k, v in values.items() if k not in ("attack", "attack_fraction")}
@@ -193,6 +221,20 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
         if all(v.spec != spec or v.settings != values for v in variants):
             variants.append(Variant(method, label, spec, values))
     return variants
+
+
+def _ablation_label(values: dict[str, Any]) -> str:
+    """The label suffix of the one-shot ablation sweeps (local strategy, aggregation, server starts)."""
+    parts = []
+    if "local_components" in values and per_client_components(values["local_components"]):
+        parts.append("mixed local K " + _local_label(per_client_components(values["local_components"])))
+    if "local_reg_covar" in values:
+        parts.append(f"local reg {values['local_reg_covar']}")
+    if "aggregation" in values:
+        parts.append(str(values["aggregation"]))
+    if "n_init" in values:
+        parts.append(f"{values['n_init']} start" + ("s" if values["n_init"] != 1 else ""))
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def variant_attack(config: StudyConfig, values: dict[str, Any]) -> tuple[str, float]:
@@ -327,7 +369,7 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
     X_ood = None
     if cell.X_ood is not None:
         X_ood = cell.transform.apply(cell.X_ood) if cell.transform else cell.X_ood
-    federated = variant.method in ("union", "fedgengmm", "fedem", "hybrid")
+    federated = variant.spec.method in FEDERATED_METHODS
     extra: dict[str, Any] = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in variant.settings.items()}}
     history: list[RoundPoint] = []
     run: MethodRun | None = None
@@ -351,6 +393,9 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
         comm = run.communication
         extra.update({k: v for k, v in run.extra.items() if k in ("synthetic_size", "n_components", "local_components", "n_rounds", "converged", "n_iter", "bic")})
         extra["excluded"] = [f"{r.source}: {r.status} ({r.reason})" for r in run.records if r.status != "ok"]
+        leak = upload_membership_auc(run, cell, X_test) if federated else None
+        if leak is not None:
+            extra["membership_auc"] = leak
         used = sum(1 for r in run.records if r.status == "ok") if run.records else len(cell.clients)
         times = (run.client_seconds, run.server_seconds, run.wall_seconds)
     except Exception as exc:  # a failing method is a result (NaN row with the reason), not a crash
@@ -366,7 +411,7 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
         n_clients=len(cell.clients), seed=cell.seed, method=variant.method, label=variant.label,
         n_components=variant.spec.fixed_k() if isinstance(variant.spec.n_components, int) else -1,
         covariance_type=variant.spec.covariance_type, local_components=_local_label(lc),
-        synthetic_size=float(variant.spec.synthetic_size) if variant.method in ("fedgengmm", "hybrid") else None,
+        synthetic_size=float(variant.spec.synthetic_size) if variant.spec.method in ("fedgengmm", "hybrid") else None,
         max_rounds=variant.spec.max_rounds if variant.method in ("fedem", "hybrid") else None,
         contamination=cell.contamination, test_loglik=ll, auc_pr=pr, auroc=roc,
         rounds=comm.rounds + (cell.preprocessing.rounds if federated else 0),
@@ -376,6 +421,32 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
         history=history, extra=extra,
     )  # fmt: skip
     return row, run
+
+
+def upload_membership_auc(run: MethodRun, cell: DataCell, X_test: np.ndarray) -> float | None:
+    """Mean AUC of a likelihood-threshold membership attack on the uploaded local models.
+
+    Each upload scores its client's own (transformed) rows against as many test rows
+    (:func:`fedgmm.privacy.audit.likelihood_attack`); 0.5 is chance. None when the run
+    uploaded no local models.
+    """
+    from fedgmm.privacy.audit import likelihood_attack
+
+    ids = run.extra.get("local_client_ids")
+    if not run.local_models or not ids or len(ids) != len(run.local_models):
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([cell.seed, 0xA0D17]))
+    aucs = []
+    for cid, model in zip(ids, run.local_models, strict=True):
+        rows = cell.clients[int(cid)]
+        rows = cell.transform.apply(rows) if cell.transform else rows
+        m = min(rows.shape[0], X_test.shape[0])
+        if m < 2:
+            continue
+        members = rows[rng.choice(rows.shape[0], m, replace=False)]
+        others = X_test[rng.choice(X_test.shape[0], m, replace=False)]
+        aucs.append(likelihood_attack(model.state_, members, others, n_bootstrap=1, random_state=0).auc)
+    return float(np.mean(aucs)) if aucs else None
 
 
 def failed_row(
@@ -388,7 +459,7 @@ def failed_row(
         n_clients=config.partition.num_partitions, seed=seed, method=variant.method, label=variant.label,
         n_components=variant.spec.n_components if isinstance(variant.spec.n_components, int) else -1,
         covariance_type=variant.spec.covariance_type, local_components=_local_label(variant.spec.local_components),
-        synthetic_size=float(variant.spec.synthetic_size) if variant.method in ("fedgengmm", "hybrid") else None,
+        synthetic_size=float(variant.spec.synthetic_size) if variant.spec.method in ("fedgengmm", "hybrid") else None,
         max_rounds=variant.spec.max_rounds if variant.method in ("fedem", "hybrid") else None,
         contamination=contamination, test_loglik=math.nan, auc_pr=None, auroc=None, rounds=0, bytes_up=0,
         bytes_down=0, client_seconds=0.0, server_seconds=0.0, wall_seconds=0.0, n_clients_used=0,
@@ -451,6 +522,8 @@ def run_study(
             datasets[cell_id[0]] = load_dataset(cell_id[0], **config.dataset_options.get(cell_id[0], {}))
         mode = regime_mode(config, datasets[cell_id[0]])
         wanted.update(cell_key(config, cell_id, v, mode) for v in variants)
+    if results.exists() and (cut := repair_truncated_tail(results)):
+        console.print(f"[yellow]{results}: removed an incomplete last line ({cut} bytes) left by an interrupted run")
     done = _set_aside_stale_rows(results, wanted, console) if results.exists() else set()
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str), encoding="utf-8")
     outcome = StudyOutcome(results)
@@ -516,19 +589,28 @@ def _set_aside_stale_rows(results: Path, wanted: set[str], console: Console) -> 
     """Keep the rows of this grid in ``results``; move the others to ``results.stale.jsonl``.
 
     A row is stale when the config changed so that no cell of the grid has its key any
-    more; it is kept beside the results (never deleted), out of the report.
+    more; it is kept beside the results (never deleted), out of the report. Rows of runs
+    that failed (and have no later success) move to ``results.failed.jsonl`` and are not
+    returned, so they run again. Returns the keys of the grid's successful rows.
     """
     rows = list(read_rows(results))
+    done = completed_keys(r for r in rows if r.key in wanted)
+    failed = [r for r in rows if r.key in wanted and r.key not in done]
     stale = [r for r in rows if r.key not in wanted]
+    if failed:  # failed runs are retried: their rows move aside (kept, never deleted)
+        append_rows(results.with_suffix(".failed.jsonl"), failed)
+        console.print(f"{len(failed)} failed row(s) moved to {results.with_suffix('.failed.jsonl')}; retrying them")
     if stale:
         append_rows(results.with_suffix(".stale.jsonl"), stale)
-        keep = [r for r in rows if r.key in wanted]
+    if stale or failed:
+        keep = [r for r in rows if r.key in done]
         tmp = results.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         append_rows(tmp, keep)
         tmp.replace(results)
+    if stale:
         console.print(f"[yellow]{len(stale)} row(s) of an earlier config moved to {results.with_suffix('.stale.jsonl')}")
-    return {r.key for r in rows if r.key in wanted}
+    return done
 
 
 def _is_2d(cell: DataCell) -> bool:
