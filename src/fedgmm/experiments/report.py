@@ -607,6 +607,46 @@ def _communication_section(study: _Study) -> str:
     return "\n\n".join(out)
 
 
+def _leakage_section(study: _Study) -> str:
+    """Quality, bytes uploaded and membership-attack AUC of the uploads, per variant and α (mean ± std over seeds).
+
+    Shown when the rows carry ``membership_auc`` (studies that upload local models); the
+    gap is to the centralized model of the same cell and seed.
+    """
+    rows = [r for r in study.rows if "error" not in r.extra and math.isfinite(r.test_loglik)]
+    if not any("membership_auc" in r.extra for r in rows):
+        return ""
+    central = {(r.dataset, r.alpha, r.seed): r.test_loglik for r in rows if r.method == "centralized"}
+    body = []
+    for (dataset, label, alpha), members in sorted(
+        _by_key(rows, lambda r: (r.dataset, r.label, r.alpha)).items(), key=lambda kv: (kv[0][0], _sort_key(kv[0][2]), _natural(kv[0][1]))
+    ):
+        if members[0].method == "centralized":
+            continue
+        gap = mean_std(central[(r.dataset, r.alpha, r.seed)] - r.test_loglik for r in members if (r.dataset, r.alpha, r.seed) in central)
+        up = mean_std(float(r.bytes_up) for r in members)
+        leak = mean_std(float(r.extra["membership_auc"]) for r in members if "membership_auc" in r.extra)
+        body.append([
+            dataset, label, _join([alpha]), fmt_mean_std(gap[0], gap[1]), fmt_bytes(up[0], up[1]),
+            fmt_mean_std(leak[0], leak[1]) if leak[2] else "—",
+        ])
+    table = md_table(["data", "method", "α", "gap to centralized (nats/sample)", "bytes up", "upload membership AUC"], body)
+    return "\n\n".join([
+        "## Quality, bytes and leakage",
+        "Gap: centralized minus method test log-likelihood (lower is better). Membership AUC: a "
+        "likelihood-threshold attack on each uploaded local model, its client's rows against as many "
+        "test rows (0.5 = chance), averaged over clients.",
+        table,
+    ])
+
+
+def _by_key(rows: Iterable[ResultRow], key: Callable[[ResultRow], Any]) -> dict[Any, list[ResultRow]]:
+    out: dict[Any, list[ResultRow]] = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
 def _reach_table(rows: list[ResultRow]) -> str:
     """Rounds and bytes federated EM needs to reach FedGenGMM's test log-likelihood, per cell and seed."""
     fedgen = {
@@ -927,6 +967,7 @@ def write_report(
         _setting_sweep_section(study, "synthetic_size", "Quality vs synthetic-set size",
                                "synthetic-set size (× Σn_c, or rows)", "loglik_vs_synthetic_size", ["test_loglik"]),
         _hybrid_section(study),
+        _leakage_section(study),
         _setting_sweep_section(study, "contamination", "Robustness to contaminated clients",
                                "fraction of contaminated clients", "robustness_contamination", ["test_loglik", "auc_pr"]),
         _density_section(study, models_dir) if models_dir is not None else "",

@@ -151,5 +151,6 @@ def _run_federated(
     return MethodRun(
         spec, model, locals_, res.communication, list(res.records.values()),
         res.fedem.history if res.fedem is not None else [], states,
-        client_seconds=transport.client_seconds, server_seconds=res.server_seconds, extra=res.details(),
+        client_seconds=transport.client_seconds, server_seconds=res.server_seconds,
+        extra={**res.details(), "local_client_ids": sorted(res.local_models) if locals_ else []},
     )
