@@ -265,7 +265,9 @@ class FullFactorKernel:
         self.dtype = np.dtype(dtype)
         self.nk = np.zeros(n_components)
         self.sx = np.zeros((n_components, n_features))
-        self.acc = [np.zeros((n_features, n_features), order="F") for _ in range(n_components)]
+        # acc[k].T is Fortran-ordered, what syrk updates in place; statistics() symmetrises
+        # acc in place and hands it out (no second (K, d, d) array).
+        self.acc = np.zeros((n_components, n_features, n_features))
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
 
@@ -307,14 +309,17 @@ class FullFactorKernel:
         root = np.sqrt(resp)
         for k in range(self.k):
             np.multiply(ctx, root[:, k : k + 1], out=a)
-            self.acc[k] = _syrk_upper(a.T, self.acc[k])
+            target = self.acc[k].T
+            updated = _syrk_upper(a.T, target)
+            if updated is not target and not np.shares_memory(updated, target):
+                target[...] = updated
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = np.empty((self.k, self.d, self.d))
-        for k, upper in enumerate(self.acc):
-            tri = np.triu(upper)
-            out[k] = tri + np.triu(upper, 1).T
-        return self.nk.copy(), self.sx.copy(), out
+        lower = np.tril_indices(self.d, -1)
+        for full in self.acc:
+            upper = full.T  # the Fortran view syrk filled: its upper triangle is set
+            upper[lower] = full[lower]
+        return self.nk.copy(), self.sx.copy(), self.acc  # handed out: call once per E-step
 
 
 class TiedKernel:

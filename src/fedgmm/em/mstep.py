@@ -41,8 +41,12 @@ def m_step(stats: SufficientStatistics, reg_covar: float) -> MixtureState:
     d = stats.n_features
     ctype = stats.covariance_type
     if ctype == "full":
-        cov = stats.sxx / nk[:, None, None] - mu[:, :, None] * mu[:, None, :]
-        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        # Component by component: temporaries of (d, d), not (K, d, d) (memory at large d).
+        cov = stats.sxx / nk[:, None, None]
+        for k in range(cov.shape[0]):
+            cov[k] -= np.outer(mu[k], mu[k])
+            if not np.array_equal(cov[k], cov[k].T):  # statistics from elsewhere may be asymmetric
+                cov[k] = 0.5 * (cov[k] + cov[k].T)
         cov[:, np.arange(d), np.arange(d)] += reg_covar
     elif ctype == "tied":
         cov = (stats.sxx - (nk[:, None] * mu).T @ mu) / nk.sum()
