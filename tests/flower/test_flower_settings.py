@@ -9,11 +9,26 @@ from fedgmm.flower.settings import DEFAULTS, RunSettings, SettingsError
 
 def test_run_config_builds_the_spec() -> None:
     spec = RunSettings.from_run_config({**DEFAULTS, "fit-tol": 1e-4, "round-tol": 1e-5}).spec
-    assert (spec.fit_tol, spec.round_tol, spec.local_reg_covar) == (1e-4, 1e-5, None)
+    assert (spec.fit_tol, spec.round_tol, spec.local_reg_covar) == (1e-4, 1e-5, "auto")  # issue 9's default
+    assert RunSettings.from_run_config({**DEFAULTS, "local-reg-covar": 0.0}).spec.local_reg_covar is None
     spec = RunSettings.from_run_config({**DEFAULTS, "reg-covar": 0.05, "local-reg-covar": 1e-3}).spec
     assert spec.local_settings().reg_covar == 1e-3 and spec.global_settings().reg_covar == 0.05
     with pytest.raises(SettingsError, match="'local-reg-covar' must be > 0, or 0"):
         RunSettings.from_run_config({**DEFAULTS, "local-reg-covar": -1.0})
+
+
+def test_one_shot_keys_follow_the_spec() -> None:
+    spec = RunSettings.from_run_config(DEFAULTS).spec
+    assert (spec.n_init, spec.aggregation, spec.local_components) == (3, "sample", None)
+    cfg = {**DEFAULTS, "aggregation": "reduce", "n-init": 5, "local-reg-covar": "heldout",
+           "local-components-list": "2,2,20-30"}
+    spec = RunSettings.from_run_config(cfg).spec
+    assert (spec.aggregation, spec.n_init, spec.local_reg_covar) == ("reduce", 5, "heldout")
+    assert spec.local_settings().per_client == ((2, 2), (2, 2), (20, 30))
+    with pytest.raises(SettingsError, match="not both"):
+        RunSettings.from_run_config({**cfg, "local-components-min": 2, "local-components-max": 2})
+    with pytest.raises(SettingsError, match="local-components-list"):
+        RunSettings.from_run_config({**DEFAULTS, "local-components-list": "2,x"})
 
 
 def test_tol_is_read_as_round_tol_with_a_warning() -> None:

@@ -97,7 +97,9 @@ def _local_reg_covar(cfg: Mapping[str, Any]) -> float | str | None:
                 f"got {value!r}."
             ) from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise SettingsError(f"run config 'local-reg-covar' must be > 0, 0 for reg-covar, or 'auto', got {value!r}.")
+        raise SettingsError(
+            f"run config 'local-reg-covar' must be > 0, or 0 for reg-covar, or 'auto' / 'heldout', got {value!r}."
+        )
     return float(value) or None
 
 
