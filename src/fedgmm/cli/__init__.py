@@ -139,7 +139,7 @@ def run(
     jobs: int = typer.Option(None, help="Worker processes for the clients."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Main job: the embedded default study (FedGenGMM against the baselines on digits), table and report."""
+    """Main job: the embedded default study (FedGenGMM vs the baselines on italy-power-demand, 3 seeds)."""
     guarded(lambda: _run_study(DEFAULT_STUDY, None if full else "quick", out, jobs, progress))
 
 
@@ -215,13 +215,125 @@ def datasets() -> None:
     console.print(table)
 
 
+def _label_index(label_column: str | None) -> int | str | None:
+    if label_column is not None and label_column.lstrip("-").isdigit():
+        return int(label_column)
+    return label_column
+
+
 def _read_client_file(path: Path, label_column: str | None) -> Any:
     from fedgmm.datasets import load_file
 
-    column: int | str | None = label_column
-    if label_column is not None and label_column.lstrip("-").isdigit():
-        column = int(label_column)
-    return load_file(path, label_column=column).X
+    return load_file(path, label_column=_label_index(label_column)).X
+
+
+def _csv_header(path: Path, label_column: str | None) -> list[str] | None:
+    """The feature names of a CSV file's header (the label column left out); None without a header."""
+    if path.suffix.lower() != ".csv":
+        return None
+    with path.open(newline="", encoding="utf-8-sig") as stream:
+        for row in csv.reader(stream):
+            fields = [f.strip() for f in row]
+            if not any(fields):
+                continue
+            if any(_is_number(f) for f in fields):
+                return None
+            label = _label_index(label_column)
+            if isinstance(label, int):
+                del fields[label]
+            elif label is not None and label in fields:
+                fields.remove(label)
+            return fields
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _column_difference(expected: list[str], got: list[str]) -> str:
+    """What differs between two headers: missing, unexpected and reordered columns."""
+    missing = [c for c in expected if c not in got]
+    extra = [c for c in got if c not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing {missing}")
+    if extra:
+        parts.append(f"unexpected {extra}")
+    if not parts:
+        moved = [f"{c!r} at {got.index(c)} (expected {i})" for i, c in enumerate(expected) if got.index(c) != i]
+        parts.append("reordered: " + ", ".join(moved))
+    return "; ".join(parts)
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must name a file in an existing folder (checked before any work)."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'model.npz'}.")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist; create it first.")
+
+
+PREPROCESS = ("none", "standardize", "pca")
+
+
+def _check_fit_options(
+    method: str, components: int, covariance_type: str, synthetic_size: float, rounds: int, reg_covar: float,
+    preprocess: str, pca_components: int | None,
+) -> None:
+    from fedgmm.types import COVARIANCE_TYPES
+
+    if method not in ("fedgengmm", "fedem", "hybrid", "centralized"):
+        raise ValueError(f"--method must be fedgengmm, fedem, hybrid or centralized, got {method!r}.")
+    if components < 1:
+        raise ValueError(f"--components must be an integer >= 1, got {components}.")
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"--covariance-type must be one of {', '.join(COVARIANCE_TYPES)}, got {covariance_type!r}.")
+    if not (math.isfinite(synthetic_size) and synthetic_size > 0):
+        raise ValueError(f"--synthetic-size must be a finite number > 0, got {synthetic_size}.")
+    if rounds < 1:
+        raise ValueError(f"--rounds must be an integer >= 1, got {rounds}.")
+    if not (math.isfinite(reg_covar) and reg_covar >= 0):
+        raise ValueError(f"--reg-covar must be a finite number >= 0, got {reg_covar}.")
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}.")
+    if pca_components is not None and (preprocess != "pca" or pca_components < 1):
+        raise ValueError(f"--pca-components takes an integer >= 1 with --preprocess pca, got {pca_components}.")
+
+
+def _parse_local_components(local_components: str) -> int | tuple[int, int] | None:
+    parts = local_components.split("-")
+    if local_components == "auto":
+        return None
+    if all(p.strip().isdigit() for p in parts) and len(parts) <= 2 and all(int(p) >= 1 for p in parts):
+        return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    raise ValueError(f"--local-components must be a number >= 1, 'MIN-MAX' or auto, got {local_components!r}.")
+
+
+def _common_header(files: list[Path], label_column: str | None) -> list[str] | None:
+    """The clients' shared header; every file's header must match the first's exactly."""
+    headers = [_csv_header(f, label_column) for f in files]
+    named = [(f, h) for f, h in zip(files, headers, strict=True) if h is not None]
+    if not named:
+        return None
+    first_file, first = named[0]
+    for f, h in named[1:]:
+        if h != first:
+            raise ValueError(
+                f"{f}: its header differs from {first_file}'s ({_column_difference(first, h)}); every client "
+                "file must have the same columns in the same order."
+            )
+    if len(named) < len(files):
+        return None  # some files (.npy or header-less CSV) carry no names: nothing to store
+    return first
+
+
+def _phase(message: str) -> None:
+    err_console.print(f"[dim]·[/] {message}")
 
 
 @app.command()
@@ -235,50 +347,68 @@ def fit(
     synthetic_size: float = typer.Option(5.0, help="FedGenGMM synthetic set, as a multiple of the rows."),
     rounds: int = typer.Option(40, help="Federated EM rounds (most), or the hybrid's rounds."),
     reg_covar: float = typer.Option(1e-6, help="Added to covariance diagonals."),
+    preprocess: str = typer.Option("none", help="none, standardize or pca: one federated round of summed moments first."),
+    pca_components: int = typer.Option(None, help="With --preprocess pca: the dimensions kept (default: all)."),
     label_column: str = typer.Option(None, help="Column (index or header name) to ignore as a label."),
     seed: int = typer.Option(0, help="Run seed."),
 ) -> None:
-    """Train a global GMM on your own files, one file per client, and save it."""
+    """Train a global GMM on your own files, one file per client, and save it (with its
+    feature names and transform)."""
 
     def action() -> None:
         import numpy as np
 
+        from fedgmm.federated.preprocessing import run_preprocessing
         from fedgmm.federated.spec import MethodSpec
+        from fedgmm.federated.transform_file import transform_payload
         from fedgmm.inprocess import check_clients, run_inprocess
+        from fedgmm.inprocess.transport import InProcessTransport
         from fedgmm.model_io import save_mixture
 
-        if method not in ("fedgengmm", "fedem", "hybrid", "centralized"):
-            raise ValueError(f"--method must be fedgengmm, fedem, hybrid or centralized, got {method!r}.")
-        parts = local_components.split("-")
-        local: int | tuple[int, int] | None
-        if local_components == "auto":
-            local = None
-        elif all(p.strip().isdigit() for p in parts) and len(parts) <= 2:
-            local = int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        else:
-            raise ValueError(f"--local-components must be a number, 'MIN-MAX' or auto, got {local_components!r}.")
-        clients = [np.asarray(_read_client_file(f, label_column)) for f in files]
-        check_clients(clients)
+        _check_fit_options(method, components, covariance_type, synthetic_size, rounds, reg_covar, preprocess,
+                           pca_components)  # fmt: skip
+        _check_out(out)
+        local = _parse_local_components(local_components)
         spec = MethodSpec(
             method, n_components=components, covariance_type=covariance_type,  # type: ignore[arg-type]
             local_components=local, synthetic_size=synthetic_size, reg_covar=reg_covar, max_rounds=rounds,
         )
-        result = run_inprocess(spec, clients, seed=seed)
+        _phase(f"reading {len(files)} client file(s)")
+        names = _common_header(files, label_column)
+        clients = [np.asarray(_read_client_file(f, label_column)) for f in files]
+        check_clients(clients)
+        transform = None
+        if preprocess != "none":
+            _phase(f"federated preprocessing round ({preprocess})")
+            transport = InProcessTransport(clients)
+            transform, _ = run_preprocessing(
+                transport, standardize=True, n_components=(pca_components or clients[0].shape[1]) if preprocess == "pca" else None,
+                min_clients=spec.min_clients,
+            )  # fmt: skip
+        _phase(f"{method}: fitting K={components} on {sum(c.shape[0] for c in clients):,} rows")
+
+        def progress(kind: str, n_done: int, n_total: int) -> None:
+            if n_done == n_total:
+                _phase(f"{kind}: {n_total} client(s) answered")
+
+        result = run_inprocess(spec, clients, seed=seed, progress=progress, transform=transform)
         if result.model is None:
             raise ValueError(f"{method} produced no global model.")
         comm = result.communication.summary()
         excluded = [f"{r.source}: {r.reason}" for r in result.records if r.status != "ok"]
+        arrays, info = transform_payload(transform) if transform is not None else (None, None)
         save_mixture(out, result.model.state_, extra={
             "algorithm": method, "clients": [str(f) for f in files], "seed": seed, "communication": comm,
-            "excluded": excluded,
-        })  # fmt: skip
+            "excluded": excluded, "preprocess": preprocess,
+        }, feature_names=names, transform=arrays, transform_info=info)  # fmt: skip
         table = Table(title=f"{method} on {len(files)} client file(s)")
         table.add_column("")
         table.add_column("value", justify="right")
         table.add_row("components", str(result.model.n_components))
         table.add_row("rows (all clients)", f"{sum(c.shape[0] for c in clients):,}")
         for name, X in zip(files, clients, strict=True):
-            table.add_row(f"mean log-lik on {name.name}", f"{result.model.score(X):.3f}" if X.shape[0] else "—")
+            Z = transform.apply(X) if transform is not None and X.shape[0] else X
+            table.add_row(f"mean log-lik on {name.name}", f"{result.model.score(Z):.3f}" if X.shape[0] else "—")
         table.add_row("rounds / bytes up / bytes down", f"{comm['rounds']} / {comm['bytes_up']:,} / {comm['bytes_down']:,}")
         console.print(table)
         for line in excluded:
@@ -291,30 +421,50 @@ def fit(
 @app.command()
 def score(
     model: Path = typer.Argument(..., help="A fedgmm model file (.npz)."),
-    data: Path = typer.Argument(..., help="Rows to score (.csv or .npy)."),
+    data: Path = typer.Argument(..., help="Rows to score (.csv or .npy), with the columns the model was fitted on."),
     threshold: float = typer.Option(None, help="Flag rows with log-likelihood below this."),
     quantile: float = typer.Option(0.05, help="Without --threshold: flag this lowest share of the rows."),
     label_column: str = typer.Option(None, help="Column (index or header name) to ignore as a label."),
     out: Path = typer.Option(None, help="Write the CSV here instead of standard output."),
 ) -> None:
-    """Per-row log-likelihood and anomaly flags (log-likelihood below the threshold)."""
+    """Per-row log-likelihood and anomaly flags (log-likelihood below the threshold); a stored
+    transform is applied first, and CSV columns must match the model's feature names."""
 
     def action() -> None:
         import numpy as np
 
+        from fedgmm.federated.transform_file import transform_from_model
         from fedgmm.gaussian_mixture import GaussianMixture
+        from fedgmm.model_io import load_model
 
-        gm = GaussianMixture.load(model)
+        if threshold is not None and not math.isfinite(threshold):
+            raise ValueError(f"--threshold must be a finite number, got {threshold}.")
+        if threshold is None and not 0 < quantile < 1:
+            raise ValueError(f"--quantile must be in (0, 1), got {quantile}.")
+        if out is not None:
+            _check_out(out)
+        loaded = load_model(model)
+        transform = transform_from_model(loaded)
+        names = loaded.feature_names
+        header = _csv_header(data, label_column)
+        if names is not None and header is not None and header != names:
+            raise ValueError(
+                f"{data}: its columns do not match the model's features ({_column_difference(names, header)}); "
+                f"the model expects {names}."
+            )
         X = np.asarray(_read_client_file(data, label_column))
-        if X.shape[1] != gm.n_features_in_:
-            raise ValueError(f"{data} has {X.shape[1]} features, the model expects {gm.n_features_in_}.")
-        ll = gm.score_samples(X)
-        if threshold is None:
-            if not 0 < quantile < 1:
-                raise ValueError(f"--quantile must be in (0, 1), got {quantile}.")
-            cut = float(np.quantile(ll, quantile))
-        else:
-            cut = float(threshold)
+        d_in = transform.n_features_in if transform is not None else loaded.state.n_features
+        if X.shape[1] != d_in:
+            hint = ""
+            side = model.parent / "transform.npz"
+            if transform is None and side.is_file():
+                hint = (f" The model was fitted on preprocessed features and {side} holds that transform; "
+                        "this model file does not store it (re-save it with a current fedgmm, whose Flower "
+                        "runs store the transform in model.npz).")  # fmt: skip
+            raise ValueError(f"{data} has {X.shape[1]} features, the model expects {d_in}.{hint}")
+        gm = GaussianMixture.from_state(loaded.state)
+        ll = gm.score_samples(transform.apply(X) if transform is not None else X)
+        cut = float(np.quantile(ll, quantile)) if threshold is None else float(threshold)
         flags = ll < cut
         handle = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
         try:
