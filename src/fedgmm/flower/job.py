@@ -20,6 +20,7 @@ from fedgmm.federated.client import DOWNLOAD
 from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.messages import decode_ack, encode_request, state_arrays
 from fedgmm.federated.preprocessing import Transform, run_preprocessing
+from fedgmm.federated.transform_file import transform_payload
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, Reply, decode_replies
 from fedgmm.flower.settings import RunSettings, SettingsError
 from fedgmm.flower.task import evaluation_rows
@@ -259,7 +260,8 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
             "preprocessing": settings.preprocessing, "transform_id": transform.transform_id if transform else "",
             "settings": settings.raw,
         }  # fmt: skip
-        save_mixture(out / MODEL_FILE, outcome.state, extra=extra)
+        arrays, info = transform_payload(transform) if transform is not None else (None, None)
+        save_mixture(out / MODEL_FILE, outcome.state, extra=extra, transform=arrays, transform_info=info)
         summary["model"] = {
             "path": MODEL_FILE, "n_components": outcome.state.n_components, "n_features": outcome.state.n_features,
             "covariance_type": outcome.state.covariance_type, "transform": TRANSFORM_FILE if transform else None,
