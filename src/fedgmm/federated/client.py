@@ -24,6 +24,11 @@ from fedgmm.federated.messages import (
     encode_statistics,
     state_from_arrays,
 )
+from fedgmm.federated.private import (
+    fit_private_local_model,
+    private_config,
+    private_settings_fields,
+)
 
 FIT_LOCAL = "fit-local"
 EM_STATISTICS = "em-statistics"
@@ -49,6 +54,7 @@ def local_fit_settings(cfg: dict[str, Any]) -> LocalFitSettings:
             (int(lo), int(hi))
             for lo, hi in zip(cfg.get("local-k-min-per-client", []), cfg.get("local-k-max-per-client", []), strict=True)
         ),
+        **private_settings_fields(cfg),
     )
 
 
@@ -70,6 +76,7 @@ def local_fit_config(settings: LocalFitSettings, seed: int) -> dict[str, Any]:
     if settings.per_client:
         out["local-k-min-per-client"] = [int(lo) for lo, _ in settings.per_client]
         out["local-k-max-per-client"] = [int(hi) for _, hi in settings.per_client]
+    out.update(private_config(settings))
     return out
 
 
@@ -131,7 +138,9 @@ def handle_request(
         return encode_moments(data_moments(X, client_id))
     X = _apply_transform(X, cfg, arrays, store)
     if kind == FIT_LOCAL:
-        reply: LocalModelReply = fit_local_model(X, local_fit_settings(cfg), client_id=client_id, seed=int(cfg["seed"]))
+        fit_settings = local_fit_settings(cfg)
+        fit = fit_private_local_model if fit_settings.epsilon is not None else fit_local_model
+        reply: LocalModelReply = fit(X, fit_settings, client_id=client_id, seed=int(cfg["seed"]))
         return encode_local_model(reply)
     if kind == EM_STATISTICS:
         state = state_from_arrays(arrays, cfg["covariance-type"])

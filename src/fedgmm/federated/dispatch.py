@@ -19,6 +19,7 @@ from fedgmm.federated.fedgengmm import (
 )
 from fedgmm.federated.messages import LocalModelReply
 from fedgmm.federated.preprocessing import Transform
+from fedgmm.federated.private import dp_local_settings
 from fedgmm.federated.spec import FEDERATED_METHODS, MethodSpec
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, Transport
 from fedgmm.federated.union import union_mixture
@@ -120,13 +121,16 @@ def run_method(
             f"method {spec.method!r} does not run over a transport; expected one of {list(FEDERATED_METHODS)}."
         )
     tf: dict[str, Any] = {"transform": transform.arrays(), "transform_id": transform.transform_id} if transform else {}
+    if spec.epsilon is not None and spec.method != "fedgengmm":
+        raise NotImplementedError(f"epsilon (differential privacy) is wired for fedgengmm only, not {spec.method!r}.")
+    local = dp_local_settings(spec.local_settings(), None if transform is None else transform.variances)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if spec.method == "union":
             return _union(transport, spec, seed, n_features, tf)
         if spec.method == "fedgengmm":
             res = run_fedgengmm(
-                transport, spec.local_settings(), spec.global_settings(), seed, min_clients=spec.min_clients,
+                transport, local, spec.global_settings(), seed, min_clients=spec.min_clients,
                 n_features=n_features, robust=spec.robust_settings(), **tf,
             )
             return FederatedRun(spec, res.global_model.state_, res.records, res.communication, res.server_seconds,

@@ -272,6 +272,8 @@ class FedGenGMMResult:
     synthetic_size: int
     bic: dict[int, float] = field(default_factory=dict)
     server_seconds: float = 0.0
+    #: ``(epsilon, delta)`` each kept client's DP local fit spent, by client id (empty: not private).
+    privacy_spent: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def server_rng(seed: int) -> np.random.Generator:
@@ -485,4 +487,5 @@ def run_fedgengmm(
         synthetic_size=size,
         bic=bic,
         server_seconds=time.perf_counter() - start,
+        privacy_spent={m.client_id: m.privacy for m in models if m.privacy is not None},
     )

@@ -64,6 +64,11 @@ class LocalFitSettings:
     reg_covar_mode: str = "absolute"
     reg_covar_factor: float = DEFAULT_AUTO_REG_FACTOR
     per_client: tuple[tuple[int, int], ...] = ()
+    #: Record-level DP of the local fit (None: off; :mod:`fedgmm.federated.private`).
+    epsilon: float | None = None
+    delta: float = 1e-5
+    clip_bound: float | None = None
+    feature_scale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for lo, hi in ((self.k_min, self.k_max), *self.per_client):
@@ -256,7 +261,7 @@ def em_statistics(X: np.ndarray, state: MixtureState, shift: np.ndarray) -> tupl
     """
     X = np.asarray(X)
     problem = check_client_data(X)
-    if problem and not (X.ndim == 2 and X.shape[0] == 1 and "1 sample" in problem):
+    if problem:  # a 1-row client is excluded here too, as in FedGenGMM's upload
         return None, problem
     if X.shape[1] != state.n_features:
         return None, f"client data has {X.shape[1]} features, the model has {state.n_features}."

@@ -206,6 +206,8 @@ class LocalModelReply:
     reg_covar : float or None
         The ``reg_covar`` the client's fit added (None: not reported; the server assumes
         the one it asked for).
+    privacy : (float, float) or None
+        The ``(epsilon, delta)`` a DP local fit spent (None: not private).
     """
 
     client_id: int
@@ -215,6 +217,7 @@ class LocalModelReply:
     reason: str = ""
     bic: Mapping[int, float] | None = None
     reg_covar: float | None = None
+    privacy: tuple[float, float] | None = None
 
 
 def encode_local_model(reply: LocalModelReply) -> RecordDict:
@@ -231,6 +234,8 @@ def encode_local_model(reply: LocalModelReply) -> RecordDict:
         content[MODEL] = _array_record(state_arrays(reply.state))
     if reply.reg_covar is not None:
         cfg["reg-covar"] = float(reply.reg_covar)
+    if reply.privacy is not None:
+        cfg["dp-epsilon"], cfg["dp-delta"] = (float(v) for v in reply.privacy)
     if reply.bic:
         cfg["bic-k"] = [int(k) for k in reply.bic]
         cfg["bic-value"] = [float(v) for v in reply.bic.values()]
@@ -297,7 +302,12 @@ def decode_local_model(
         reg = _get(cfg, "reg-covar", float)
         if not (np.isfinite(reg) and reg >= 0):
             raise PayloadError(f"reg-covar must be a finite number >= 0, got {reg!r}.")
-    return LocalModelReply(client_id, STATUS_OK, n_samples, state, reason, bic, reg_covar=reg)
+    privacy = None
+    if "dp-epsilon" in cfg:
+        privacy = (_get(cfg, "dp-epsilon", float), _get(cfg, "dp-delta", float))
+        if not (np.isfinite(privacy[0]) and privacy[0] > 0 and 0 < privacy[1] < 1):
+            raise PayloadError(f"dp-epsilon/dp-delta must be > 0 and in (0, 1), got {privacy!r}.")
+    return LocalModelReply(client_id, STATUS_OK, n_samples, state, reason, bic, reg_covar=reg, privacy=privacy)
 
 
 def encode_statistics(client_id: int, stats: SufficientStatistics | None, reason: str = "") -> RecordDict:

@@ -27,12 +27,15 @@ class Transform:
         Share of the (standardised) variance each kept axis explains (PCA only).
     n_samples : int
         Rows the moments came from.
+    variances : ndarray of shape (p,) or None
+        The pooled data's variance along each output axis (DP clipping scale; None: unknown).
     """
 
     mean: np.ndarray
     matrix: np.ndarray
     explained_variance_ratio: np.ndarray | None
     n_samples: int
+    variances: np.ndarray | None = None
 
     @property
     def n_features_in(self) -> int:
@@ -93,7 +96,7 @@ def transform_from_moments(
     std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     scale = np.where(std > 1e-12 * max(1.0, float(std.max(initial=0.0))), std, 1.0) if standardize else np.ones(d)
     if n_components is None:
-        return Transform(mean, np.diag(1.0 / scale), None, count)
+        return Transform(mean, np.diag(1.0 / scale), None, count, np.diag(cov) / scale**2)
     if not 1 <= n_components <= d:
         raise ValueError(f"n_components for PCA must be in [1, {d}], got {n_components}.")
     corr = cov / np.outer(scale, scale)
@@ -104,7 +107,7 @@ def transform_from_moments(
     signs = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), np.arange(n_components)])
     eigvec = eigvec * np.where(signs == 0, 1.0, signs)
     ratio = np.clip(eigval[order], 0.0, None) / max(float(np.clip(eigval, 0.0, None).sum()), 1e-300)
-    return Transform(mean, eigvec / scale[:, None], ratio, count)
+    return Transform(mean, eigvec / scale[:, None], ratio, count, np.clip(eigval[order], 0.0, None))
 
 
 def run_preprocessing(

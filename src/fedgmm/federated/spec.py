@@ -222,6 +222,17 @@ class MethodSpec:
         :func:`~fedgmm.federated.reduce.reduce_mixture`: deterministic and its cost
         independent of Σ n_c, but it lost 0.3–0.8 nats/sample against sampling in issue 9's
         measurement). ``"reduce"`` needs a fixed ``n_components``.
+    epsilon : float or None
+        Record-level (ε, δ)-DP per client (add/remove one row; :mod:`fedgmm.privacy`), None
+        off. FedGenGMM: each client's local fit is DP-EM and the upload carries a noisy
+        count; federated EM: each client's per-round statistics are noised, composed over
+        ``max_rounds`` (all of them run). Needs federated standardisation/PCA (its
+        per-axis scale bounds the rows) or ``clip_bound``.
+    delta : float
+        The δ of the guarantee, in (0, 1).
+    clip_bound : float or None
+        A public bound on the rows' Euclidean norm (in the coordinates the clients fit in),
+        used when no preprocessing transform gives one; rows are clipped to it.
     """
 
     method: str
@@ -243,6 +254,9 @@ class MethodSpec:
     robust: bool = True
     max_client_weight: float | None = DEFAULT_MAX_CLIENT_WEIGHT
     aggregation: str = "sample"
+    epsilon: float | None = None
+    delta: float = 1e-5
+    clip_bound: float | None = None
 
     def __post_init__(self) -> None:
         parse_method(self.method)
@@ -275,6 +289,7 @@ class MethodSpec:
         if not isinstance(self.robust, bool | np.bool_):
             raise ValueError(f"robust must be True or False, got {self.robust!r}.")
         self.robust_settings()  # checks max_client_weight
+        _check_privacy(self.epsilon, self.delta, self.clip_bound)
 
     @property
     def client_reg_covar(self) -> float:
@@ -303,6 +318,8 @@ class MethodSpec:
             max_iter=self.max_iter, tol=self.fit_tol, n_init=self.local_n_init,
             min_samples_per_component=self.min_samples_per_component, reg_covar_mode=mode,
             reg_covar_factor=DEFAULT_AUTO_REG_FACTOR, per_client=per_client_components(self.local_components),
+            epsilon=None if self.epsilon is None else float(self.epsilon), delta=float(self.delta),
+            clip_bound=None if self.clip_bound is None else float(self.clip_bound),
         )
 
     def global_settings(self, n_components: int | tuple[int, int] | None = None) -> GlobalFitSettings:
@@ -333,6 +350,17 @@ def baseline_spec(name: str, template: MethodSpec) -> MethodSpec:
 def _check_number(name: str, value: Any, low: float) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= low:
         raise ValueError(f"{name} must be a number >= {low:g}, got {value!r}.")
+
+
+def _check_privacy(epsilon: Any, delta: Any, clip_bound: Any) -> None:
+    """``epsilon`` > 0 or None, ``0 < delta < 1``, ``clip_bound`` > 0 or None."""
+    for name, value in (("epsilon", epsilon), ("clip_bound", clip_bound)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < np.inf
+        ):
+            raise ValueError(f"{name} must be a finite number > 0 or None (off), got {value!r}.")
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < float(delta) < 1:
+        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}.")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

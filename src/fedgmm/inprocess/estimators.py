@@ -16,6 +16,7 @@ from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.fedem import RoundRecord
 from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR
 from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT
+from fedgmm.federated.private import guarantee
 from fedgmm.federated.robust import DEFAULT_MAX_CLIENT_WEIGHT
 from fedgmm.federated.spec import INITS, MethodSpec, parse_local_components
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, client_rows, is_behaviour
@@ -38,6 +39,7 @@ def check_clients(clients: Any) -> list[Any]:
     """
     if isinstance(clients, np.ndarray) or not isinstance(clients, Sequence) or len(clients) == 0:
         raise ValueError("clients must be a non-empty list of 2-D arrays, one (n_c, d) array per client.")
+    client_feature_names(clients)
     out = []
     for i, X in enumerate(clients):
         arr = np.asarray(client_rows(X))
@@ -55,6 +57,42 @@ def check_clients(clients: Any) -> list[Any]:
             f"{[out[i].shape[1] for i in odd]}. Every client must hold the same features in the same order."
         )
     return [_Behaving(X, c) if is_behaviour(c) else X for X, c in zip(out, clients, strict=True)]
+
+
+def client_feature_names(clients: Sequence[Any]) -> list[str] | None:
+    """The clients' shared column names (DataFrames), or None when no client names its columns.
+
+    Raises
+    ------
+    ValueError
+        If two clients name their columns differently (names or order), naming the columns.
+    """
+    named = []
+    for i, X in enumerate(clients):
+        columns = getattr(getattr(X, "data", X), "columns", None)
+        if columns is not None:
+            named.append((i, [str(c) for c in columns]))
+    if not named:
+        return None
+    first_id, first = named[0]
+    for i, names in named[1:]:
+        if names != first:
+            missing = [c for c in first if c not in names]
+            extra = [c for c in names if c not in first]
+            what = (f"missing {missing}, unexpected {extra}" if missing or extra
+                    else f"the same columns in another order {names}")  # fmt: skip
+            raise ValueError(
+                f"client {i}'s columns differ from client {first_id}'s {first}: {what}. Every client must hold "
+                "the same features in the same order."
+            )
+    return first if len(named) == len(clients) else None
+
+
+def _set_feature_names(estimator: Any, clients: Sequence[Any]) -> None:
+    names = client_feature_names(clients)
+    if names is not None:
+        estimator.feature_names_in_ = np.asarray(names, dtype=object)
+        estimator.global_model_.feature_names_in_ = estimator.feature_names_in_
 
 
 class _Behaving:
@@ -133,6 +171,14 @@ class _FederatedDensity(DensityMixin, BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "global_model_")
         return self.global_model_.bic(X)
 
+    def save(self, path: Any, *, extra: dict[str, Any] | None = None) -> Any:
+        """Write the global model file; a DP run's metadata records its guarantee under ``"privacy"``."""
+        check_is_fitted(self, "global_model_")
+        meta = dict(extra or {})
+        if getattr(self, "privacy_", None) is not None:
+            meta["privacy"] = {**self.privacy_, "spent": [list(p) for p in self.privacy_spent_]}
+        return self.global_model_.save(path, extra=meta or None)
+
 
 class FedGenGMM(_FederatedDensity):
     """One-shot federated GMM: local GMMs up once, global GMM fitted on samples of their union.
@@ -187,6 +233,12 @@ class FedGenGMM(_FederatedDensity):
         Largest share of the federation's weight one client gets (robust runs; None: no cap).
     random_state : int, Generator or None
         Run seed (clients derive theirs from it and their index).
+    epsilon : float or None, default=None
+        Record-level (ε, δ)-DP per client (add/remove one row; accountant: ``dp-accounting``
+        PLD), None off. Needs ``clip_bound`` (these facades run no preprocessing).
+    delta : float, default=1e-5
+    clip_bound : float or None, default=None
+        A public bound on the rows' Euclidean norm; rows are clipped to it (DP runs).
     n_jobs : int, default=1
         Processes fitting the clients in parallel.
 
@@ -208,6 +260,11 @@ class FedGenGMM(_FederatedDensity):
     n_components_ : int
         The global K used (chosen by BIC when a range was given).
     seed_ : int
+    privacy_spent_ : list of (float, float)
+        DP runs: the ``(epsilon, delta)`` each kept client's release spent, in
+        ``local_client_ids_`` order (never above the target); empty otherwise.
+    privacy_ : dict or None
+        The guarantee (target epsilon, delta, accountant, mechanism, neighbours, scope).
     """
 
     def __init__(
@@ -231,6 +288,9 @@ class FedGenGMM(_FederatedDensity):
         random_state: SeedLike = None,
         n_jobs: int = 1,
         tol: float | None = None,
+        epsilon: float | None = None,
+        delta: float = 1e-5,
+        clip_bound: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -250,6 +310,9 @@ class FedGenGMM(_FederatedDensity):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.tol = tol
+        self.epsilon = epsilon
+        self.delta = delta
+        self.clip_bound = clip_bound
 
     def _spec(self) -> MethodSpec:
         fit_tol, _ = _fit_tolerances(self.tol, self.fit_tol, 1e-3, "FedGenGMM")
@@ -263,6 +326,7 @@ class FedGenGMM(_FederatedDensity):
             local_n_init=self.local_n_init, aggregation=self.aggregation,
             min_samples_per_component=self.min_samples_per_component,
             min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
+            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound,
         )
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FedGenGMM:
@@ -296,6 +360,9 @@ class FedGenGMM(_FederatedDensity):
         self.server_seconds_ = result.server_seconds
         self.client_seconds_ = client_seconds
         self.n_features_in_ = client_rows(data[0]).shape[1]
+        self.privacy_spent_ = [result.privacy_spent[c] for c in self.local_client_ids_ if c in result.privacy_spent]
+        self.privacy_ = None if self.epsilon is None else guarantee(self.epsilon, self.delta)
+        _set_feature_names(self, clients)
         _warn_exclusions(result.records)
         return self
 
@@ -349,6 +416,12 @@ class FederatedEM(_FederatedDensity):
         Largest share of the federation's weight one client gets (robust runs; None: no cap).
     random_state : int, Generator or None
     n_jobs : int, default=1
+    epsilon : float or None, default=None
+        Record-level (ε, δ)-DP per client (add/remove one row; accountant: ``dp-accounting``
+        PLD), None off. Needs ``clip_bound`` (these facades run no preprocessing).
+    delta : float, default=1e-5
+    clip_bound : float or None, default=None
+        A public bound on the rows' Euclidean norm; rows are clipped to it (DP runs).
 
     Attributes
     ----------
@@ -386,6 +459,9 @@ class FederatedEM(_FederatedDensity):
         random_state: SeedLike = None,
         n_jobs: int = 1,
         tol: float | None = None,
+        epsilon: float | None = None,
+        delta: float = 1e-5,
+        clip_bound: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -406,6 +482,9 @@ class FederatedEM(_FederatedDensity):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.tol = tol
+        self.epsilon = epsilon
+        self.delta = delta
+        self.clip_bound = clip_bound
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FederatedEM:
         """Run federated EM over in-process clients.
@@ -419,6 +498,11 @@ class FederatedEM(_FederatedDensity):
         -------
         self : FederatedEM
         """
+        if not isinstance(self.n_components, int | np.integer) or isinstance(self.n_components, bool):
+            raise ValueError(
+                f"FederatedEM takes one n_components (an int >= 1), got {self.n_components!r}; a (min, max) BIC "
+                "range is FedGenGMM only (FedGenGMM(n_components=(2, 8)))."
+            )
         data = check_clients(clients)
         fit_tol, round_tol = _fit_tolerances(self.tol, self.fit_tol, self.round_tol, "FederatedEM")
         init_state: MixtureState | None = None
@@ -439,6 +523,7 @@ class FederatedEM(_FederatedDensity):
             synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, local_reg_covar=self.local_reg_covar,
             max_iter=self.max_iter, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
             min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
+            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound,
         )
         self.seed_ = as_seed(self.random_state)
         run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, init_state=init_state)
@@ -457,5 +542,6 @@ class FederatedEM(_FederatedDensity):
         self.server_seconds_ = run.server_seconds
         self.client_seconds_ = client_seconds
         self.n_features_in_ = n_features
+        _set_feature_names(self, clients)
         _warn_exclusions(result.records)
         return self

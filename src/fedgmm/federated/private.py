@@ -1,0 +1,128 @@
+"""The DP client step of FedGenGMM: a DP-EM local fit (:mod:`fedgmm.privacy.dpem`) and its upload."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from fedgmm.federated.local import LocalFitSettings, check_client_data, client_seed
+from fedgmm.federated.messages import STATUS_EXCLUDED, STATUS_OK, LocalModelReply
+
+#: Local K of a DP local fit (every component pays noise on its statistics; measured for
+#: issue 10 with ``benchmarks/privacy_dpem.py --local-k 4``), capped at the asked-for K.
+DP_LOCAL_COMPONENTS = 4
+#: DP-EM iterations of a local fit (each one is paid for; no data-dependent early stop).
+DP_ITERATIONS = 3
+#: What every DP run records as its guarantee (with its epsilon and delta).
+GUARANTEE = {
+    "accountant": "pld (dp-accounting)",
+    "mechanism": "gaussian",
+    "neighbours": "add/remove one row",
+    "scope": "per client",
+}
+
+
+def guarantee(epsilon: float, delta: float) -> dict[str, Any]:
+    """The guarantee record of a run at target ``(epsilon, delta)`` (model metadata, summaries)."""
+    return {"epsilon": float(epsilon), "delta": float(delta), **GUARANTEE}
+
+
+def private_config(settings: LocalFitSettings) -> dict[str, Any]:
+    """The request fields of a DP local fit (empty when DP is off)."""
+    if settings.epsilon is None:
+        return {}
+    out: dict[str, Any] = {"dp-epsilon": float(settings.epsilon), "dp-delta": float(settings.delta)}
+    if settings.clip_bound is not None:
+        out["dp-clip-bound"] = float(settings.clip_bound)
+    if settings.feature_scale:
+        out["dp-feature-scale"] = [float(v) for v in settings.feature_scale]
+    return out
+
+
+def private_settings_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`private_config`: :class:`LocalFitSettings` keyword arguments."""
+    if "dp-epsilon" not in cfg:
+        return {}
+    bound = cfg.get("dp-clip-bound")
+    return {
+        "epsilon": float(cfg["dp-epsilon"]),
+        "delta": float(cfg["dp-delta"]),
+        "clip_bound": None if bound is None else float(bound),
+        "feature_scale": tuple(float(v) for v in cfg.get("dp-feature-scale", [])),
+    }
+
+
+def dp_local_settings(local: LocalFitSettings, variances: np.ndarray | None) -> LocalFitSettings:
+    """``local`` with the data-independent clipping scale of a DP run.
+
+    Parameters
+    ----------
+    local : LocalFitSettings
+    variances : ndarray of shape (p,) or None
+        Per-axis variances of the federation's preprocessed coordinates (the transform's).
+
+    Raises
+    ------
+    ValueError
+        DP is on, but neither a preprocessing transform nor ``clip_bound`` bounds the rows.
+    """
+    if local.epsilon is None:
+        return local
+    if variances is None:
+        if local.clip_bound is None:
+            raise ValueError(
+                "epsilon is set but nothing bounds a row's norm independently of the data: enable federated "
+                "preprocessing (standardize or pca), whose per-axis scale sets the clipping bound, or pass "
+                "clip_bound (a public bound on the rows' Euclidean norm)."
+            )
+        return local
+    var = np.asarray(variances, dtype=np.float64)
+    positive = var[np.isfinite(var) & (var > 0)]
+    floor = 1e-6 * float(positive.max()) if positive.size else 1.0
+    scale = np.sqrt(np.where(np.isfinite(var) & (var > floor), var, floor))
+    return replace(local, feature_scale=tuple(float(v) for v in scale))
+
+
+def fit_private_local_model(X: np.ndarray, settings: LocalFitSettings, *, client_id: int, seed: int) -> LocalModelReply:
+    """FedGenGMM's client step under record-level (ε, δ)-DP.
+
+    The local model is :func:`~fedgmm.privacy.dpem.fit_dp_local` (K = ``min(k_max, 4)``, 3
+    iterations, rows divided by the public ``feature_scale`` and clipped, or clipped to
+    ``clip_bound``); the upload's count is the DP noisy count, and it carries the spent
+    ``(ε, δ)``. The true row count, K caps and clipping counts are never sent.
+
+    Returns
+    -------
+    LocalModelReply
+        ``privacy = (epsilon, delta)`` spent, ``reg_covar = 0``; or ``excluded`` with the reason.
+    """
+    from fedgmm.privacy.dpem import fit_dp_local
+
+    epsilon = settings.epsilon
+    assert epsilon is not None
+    X = np.asarray(X)
+    problem = check_client_data(X)
+    if not problem:
+        try:
+            settings = settings.for_client(client_id)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem:
+        return LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, problem)
+    scale = np.asarray(settings.feature_scale) if settings.feature_scale else None
+    try:
+        res = fit_dp_local(
+            X.astype(np.float64, copy=False), n_components=min(settings.k_max, DP_LOCAL_COMPONENTS),
+            epsilon=epsilon, delta=settings.delta, covariance_type=settings.covariance_type,
+            max_iter=DP_ITERATIONS, feature_scale=scale, bound=settings.clip_bound if scale is None else None,
+            random_state=client_seed(seed, client_id),
+        )
+    except ValueError as exc:
+        return LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, f"DP local fit failed: {exc}")
+    count = max(1, round(res.noisy_count))
+    reason = f"DP-EM local fit: epsilon={res.epsilon:.4g}, delta={res.delta:.3g}; count is the noisy count."
+    return LocalModelReply(
+        client_id, STATUS_OK, count, res.state, reason, reg_covar=0.0, privacy=(float(res.epsilon), float(res.delta))
+    )
