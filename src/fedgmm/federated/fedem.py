@@ -173,7 +173,8 @@ def run_federated_em(
             )
     elif init == "kmeans++":
         models, recs = collect_local_models(
-            transport, local, seed, min_clients=min_clients, transform=transform, transform_id=transform_id
+            transport, local, seed, min_clients=min_clients, transform=transform, transform_id=transform_id,
+            what="federated EM initialisation upload",
         )
         records.update(recs)
         screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation")

@@ -290,8 +290,9 @@ def collect_local_models(
     n_features: int | None = None,
     transform: dict[str, np.ndarray] | None = None,
     transform_id: str = "",
+    what: str = "FedGenGMM upload",
 ) -> tuple[list[LocalModelReply], dict[str, ClientRecord]]:
-    """One upload round: every client fits its local GMM and sends it.
+    """One upload round: every client fits its local GMM and sends it (``what`` names the round in errors).
 
     Replies are decoded and checked; failures, self-exclusions and rejected payloads are
     recorded. When ``n_features`` is not given, the dimension most clients report wins
@@ -350,7 +351,7 @@ def collect_local_models(
             source, model.client_id, "ok", model.reason, model.n_samples, model.state.n_components
         )
         result.append(model)
-    require_clients(len(result), min_clients, "FedGenGMM upload", records)
+    require_clients(len(result), min_clients, what, records)
     return result, records
 
 

@@ -291,8 +291,12 @@ def decode_local_model(
     bic = None
     if "bic-k" in cfg:
         ks, vals = cfg["bic-k"], cfg.get("bic-value", [])
-        if not (isinstance(ks, list) and isinstance(vals, list) and len(ks) == len(vals) <= 1000):
-            raise PayloadError("bic-k and bic-value must be lists of equal length.")
+        if not (isinstance(ks, list) and isinstance(vals, list)):
+            raise PayloadError("bic-k and bic-value must be lists.")
+        if len(ks) != len(vals):
+            raise PayloadError(f"bic-k and bic-value must be lists of equal length, got {len(ks)} and {len(vals)}.")
+        if len(ks) > 1000:
+            raise PayloadError(f"bic-k and bic-value hold {len(ks)} entries; at most 1000 are accepted.")
         try:
             bic = {int(a): float(b) for a, b in zip(ks, vals, strict=True)}  # type: ignore[call-overload, arg-type]
         except (TypeError, ValueError) as exc:

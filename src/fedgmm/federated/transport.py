@@ -238,7 +238,13 @@ def require_clients(n_usable: int, minimum: int, what: str, records: dict[str, C
     if n_usable >= minimum:
         return
     problems = [f"{r.source}: {r.status} ({r.reason})" for r in records.values() if r.status != "ok"]
-    detail = "; ".join(problems) if problems else "no client answered"
+    answered = sum(1 for r in records.values() if r.status != "failed")
+    if not records:
+        detail = "no client answered"
+    elif problems:
+        detail = f"{answered} of {len(records)} client(s) answered; " + "; ".join(problems)
+    else:
+        detail = f"{answered} client(s) answered, all usable, fewer than the minimum"
     raise FederationError(
         f"{what}: only {n_usable} usable client(s), at least {minimum} required. {detail}. "
         "Check the failing clients, or lower the minimum number of clients."
