@@ -18,8 +18,9 @@ def config(**model: object):  # type: ignore[no-untyped-def]
 def test_model_keys_are_the_spec_fields() -> None:
     cfg = config(n_components=3, reg_covar=0.05, local_reg_covar=0.001, fit_tol=1e-4, round_tol=1e-5, n_init=2)
     (variant,) = method_variants(cfg, "fedgengmm")
+    # None resolves to the default local K, 4 × n_components (issue 9; was 2 ×).
     assert variant.spec == MethodSpec(
-        "fedgengmm", n_components=3, local_components=6, reg_covar=0.05, local_reg_covar=0.001,
+        "fedgengmm", n_components=3, local_components=12, reg_covar=0.05, local_reg_covar=0.001,
         fit_tol=1e-4, round_tol=1e-5, n_init=2,
     )  # fmt: skip
     assert variant.spec.local_settings().reg_covar == 0.001 and variant.spec.global_settings().reg_covar == 0.05

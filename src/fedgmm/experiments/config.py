@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from fedgmm.datasets.partition import PARTITIONERS
-from fedgmm.federated.spec import BASELINES, METHODS, MethodSpec, parse_local_components
+from fedgmm.federated.spec import (
+    BASELINES,
+    LOCAL_REG_MODES,
+    METHODS,
+    MethodSpec,
+    parse_local_components,
+)
 from fedgmm.types import COVARIANCE_TYPES
 
 PREPROCESSING_MODES = ("federated", "public", "none")
@@ -205,7 +211,7 @@ def _model_config(model_data: dict[str, Any], where: str) -> ModelConfig:
         if key == "local_components":
             continue
         if key == "local_reg_covar":
-            ok = isinstance(value, int | float | str) and not isinstance(value, bool)
+            ok = (isinstance(value, int | float) and not isinstance(value, bool)) or value in LOCAL_REG_MODES
         elif key == "synthetic_size":
             ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
         elif key == "n_components" or (isinstance(default, int) and not isinstance(default, bool)):
@@ -218,6 +224,8 @@ def _model_config(model_data: dict[str, Any], where: str) -> ModelConfig:
             ok = isinstance(value, str)
         if not ok:
             expected = "float" if default is None else type(default).__name__
+            if key == "local_reg_covar":
+                expected = f"float or one of {list(LOCAL_REG_MODES)}"
             raise _fail(where, f"[model] {key} = {value!r} has the wrong type; expected {expected}.")
     covariance_type = model_data.get("covariance_type", "full")
     if covariance_type not in COVARIANCE_TYPES:
