@@ -27,7 +27,7 @@ def _clients(seed: int = 0, n: int = 200, d: int = 3, m: int = 4) -> list[np.nda
                {"clip_bound": 0.0}, {"epsilon": True}],
 )
 def test_spec_rejects_bad_privacy(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="epsilon|delta|clip_bound"):
+    with pytest.raises(ValueError, match=r"epsilon|delta|clip_bound"):
         MethodSpec("fedgengmm", **kwargs)
 
 
@@ -53,7 +53,7 @@ def test_fedgengmm_spent_never_above_target(epsilon: float) -> None:
 
 
 def test_fedgengmm_without_a_bound_says_what_to_do() -> None:
-    with pytest.raises(ValueError, match="standardize or pca.*clip_bound"):
+    with pytest.raises(ValueError, match=r"standardize or pca.*clip_bound"):
         FedGenGMM(2, epsilon=1.0, random_state=0).fit(_clients())
 
 
@@ -101,3 +101,13 @@ def test_runner_with_preprocessing_needs_no_clip_bound() -> None:
     assert run.model is not None and np.isfinite(run.model.score(tf.apply(X)))
     assert len(run.local_models) == len(clients)
     assert all(m.n_components == DP_LOCAL_COMPONENTS for m in run.local_models)  # min(4 x 2, 4)
+
+
+def test_study_model_table_takes_the_privacy_keys() -> None:
+    from fedgmm.experiments.config import SPEC_KEYS, _model_config
+
+    assert {"epsilon", "delta", "clip_bound"} <= set(SPEC_KEYS)
+    spec = _model_config({"epsilon": 2, "delta": 1e-6, "clip_bound": 5.0}, "<test>").spec
+    assert (spec.epsilon, spec.delta, spec.clip_bound) == (2, 1e-6, 5.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        _model_config({"epsilon": -1.0}, "<test>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +28,15 @@ GUARANTEE = {
 def guarantee(epsilon: float, delta: float) -> dict[str, Any]:
     """The guarantee record of a run at target ``(epsilon, delta)`` (model metadata, summaries)."""
     return {"epsilon": float(epsilon), "delta": float(delta), **GUARANTEE}
+
+
+def privacy_record(
+    epsilon: float | None, delta: float, spent: Mapping[int, tuple[float, float]]
+) -> dict[str, Any] | None:
+    """The guarantee plus what each client spent (by client id, as str keys), JSON-ready; None if off."""
+    if epsilon is None:
+        return None
+    return {**guarantee(epsilon, delta), "spent": {str(c): [float(e), float(d)] for c, (e, d) in sorted(spent.items())}}
 
 
 def private_config(settings: LocalFitSettings) -> dict[str, Any]:

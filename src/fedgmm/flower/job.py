@@ -20,6 +20,7 @@ from fedgmm.federated.client import DOWNLOAD
 from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.messages import decode_ack, encode_request, state_arrays
 from fedgmm.federated.preprocessing import Transform, run_preprocessing
+from fedgmm.federated.private import privacy_record
 from fedgmm.federated.transform_file import transform_payload
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, Reply, decode_replies
 from fedgmm.flower.settings import RunSettings, SettingsError
@@ -101,6 +102,7 @@ def outcome_details(run: FederatedRun) -> dict[str, Any]:
             "n_components": res.global_model.n_components,
             "local_components": {str(c): res.local_models[c][0].n_components for c in sorted(res.local_models)},
             "bic": {str(k): v for k, v in res.bic.items()},
+            "privacy": privacy_record(run.spec.epsilon, run.spec.delta, res.privacy_spent),
         }
     fem = run.fedem
     return {
@@ -258,7 +260,7 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
             "algorithm": spec.method, "seed": settings.seed, "run_id": int(run_id), "clients_used": used,
             "rounds": comm.rounds, "bytes_up": comm.bytes_up, "bytes_down": comm.bytes_down,
             "preprocessing": settings.preprocessing, "transform_id": transform.transform_id if transform else "",
-            "settings": settings.raw,
+            "settings": settings.raw, "privacy": outcome.details.get("privacy"),
         }  # fmt: skip
         arrays, info = transform_payload(transform) if transform is not None else (None, None)
         save_mixture(out / MODEL_FILE, outcome.state, extra=extra, transform=arrays, transform_info=info)

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "min-samples-per-component": _SPEC.min_samples_per_component,
     "robust": _SPEC.robust,
     "max-client-weight": _SPEC.max_client_weight,
+    "epsilon": 0.0,
+    "delta": _SPEC.delta,
+    "clip-bound": 0.0,
     "seed": 0,
     "preprocessing": "none",
     "pca-components": 0,
@@ -335,6 +338,9 @@ class RunSettings:
             min_clients=get_int(cfg, "min-replies", low=1),
             robust=get_bool(cfg, "robust"),
             max_client_weight=_max_client_weight(cfg),
+            epsilon=_off_if_zero(cfg, "epsilon"),
+            delta=_delta(cfg),
+            clip_bound=_off_if_zero(cfg, "clip-bound"),
         )
         preprocessing = get_str(cfg, "preprocessing", choices=PREPROCESSING)
         pca = get_int(cfg, "pca-components", low=0)
@@ -364,6 +370,22 @@ class RunSettings:
             eval_label_column=None if label == "" else label,
             raw={k: cfg[k] for k in cfg},
         )
+
+
+def _delta(cfg: Mapping[str, Any]) -> float:
+    """Run config ``delta`` in ``(0, 1)``."""
+    delta = get_float(cfg, "delta")
+    if not 0 < delta < 1:
+        raise SettingsError(f"run config 'delta' must be in (0, 1), got {delta}.")
+    return delta
+
+
+def _off_if_zero(cfg: Mapping[str, Any], key: str) -> float | None:
+    """A run-config number >= 0 where 0 means off (None)."""
+    value = get_float(cfg, key)
+    if not value >= 0:
+        raise SettingsError(f"run config {key!r} must be >= 0 (0: off), got {value}.")
+    return value or None
 
 
 def _max_client_weight(cfg: Mapping[str, Any]) -> float:

@@ -1,0 +1,46 @@
+"""A DP FedGenGMM run over a fake Grid: run config keys, summary.json and the model file record the guarantee."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flower_testing import FakeGrid
+
+from fedgmm.flower.job import run_job
+from fedgmm.flower.settings import RunSettings, SettingsError
+from fedgmm.model_io import read_metadata
+
+pytestmark = pytest.mark.usefixtures("task_identity")
+pytest.importorskip("dp_accounting")
+
+
+def test_dp_run_records_the_guarantee(blobs_config: dict[str, Any], nodes: dict[int, Any]) -> None:
+    config = {**blobs_config, "epsilon": 2.0, "delta": 1e-6, "preprocessing": "standardize"}
+    summary = run_job(FakeGrid(nodes, config), config, run_id=3)
+    assert summary["status"] == "completed"
+    out = Path(config["output-dir"])
+    priv = json.loads((out / "summary.json").read_text())["privacy"]
+    assert priv["epsilon"] == 2.0 and priv["delta"] == 1e-6 and priv["neighbours"] == "add/remove one row"
+    assert len(priv["spent"]) == summary["clients_used"]
+    assert all(0 < e <= 2.0 and d == 1e-6 for e, d in priv["spent"].values())
+    assert read_metadata(out / "model.npz")["extra"]["privacy"] == priv
+
+
+def test_non_private_run_has_no_guarantee(blobs_config: dict[str, Any], nodes: dict[int, Any]) -> None:
+    summary = run_job(FakeGrid(nodes, blobs_config), blobs_config, run_id=3)
+    assert summary["privacy"] is None
+
+
+@pytest.mark.parametrize(("key", "value"), [("epsilon", -1.0), ("delta", 0.0), ("delta", 1.5), ("clip-bound", -2.0)])
+def test_bad_privacy_keys_are_named(blobs_config: dict[str, Any], key: str, value: float) -> None:
+    with pytest.raises(SettingsError, match=key):
+        RunSettings.from_run_config({**blobs_config, key: value})
+
+
+def test_epsilon_zero_is_off(blobs_config: dict[str, Any]) -> None:
+    spec = RunSettings.from_run_config({**blobs_config, "epsilon": 0.0, "clip-bound": 3.0}).spec
+    assert spec.epsilon is None and spec.clip_bound == 3.0
+    assert RunSettings.from_run_config({**blobs_config, "epsilon": 1.5}).spec.epsilon == 1.5
