@@ -147,15 +147,51 @@ def local(
         resolved = out.resolve()
         fed = LocalFederation(workdir or resolved / "federation", node_configs, tls=tls)
         console.print(f"starting a SuperLink and {len(node_configs)} SuperNodes ({'TLS' if tls else 'insecure'}) in {fed.workdir}")
-        with fed:
-            run_id = fed.submit(_run_config(resolved, len(node_configs), config_overrides), app_dir)
-            console.print(f"run {run_id} submitted to {fed.address}; waiting (flwr ls)")
-            record = fed.wait(run_id, timeout=timeout, output_dir=resolved)
+        try:
+            with fed:
+                run_id = fed.submit(_run_config(resolved, len(node_configs), config_overrides), app_dir)
+                console.print(f"run {run_id} submitted to {fed.address}; waiting (flwr ls), one line per round")
+                with _RoundLines(resolved, run_id):
+                    record = fed.wait(run_id, timeout=timeout, output_dir=resolved)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted — stopped the local federation (logs in {fed.workdir})")
+            raise typer.Exit(130) from None
         console.print(f"stopped every process started (logs in {fed.workdir})")
         return record, resolved
 
     record, resolved = _guard(run)
     _report(record, resolved)
+
+
+class _RoundLines:
+    """A thread printing one line per round from the job's ``progress.json`` while a run is waited for."""
+
+    def __init__(self, out: Path, run_id: int, every: float = 1.0) -> None:
+        import threading
+
+        self.out, self.run_id, self.every, self.seen = out, run_id, every, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.every):
+            for path in self.out.glob("**/progress.json"):
+                try:
+                    info = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if info.get("run_id") == self.run_id and int(info.get("round", 0)) > self.seen:
+                    self.seen = int(info["round"])
+                    n_ok, n_failed = len(info.get("answered", [])), len(info.get("failed", {}))
+                    console.print(f"  round {self.seen} ({info.get('kind')}): {n_ok} of {n_ok + n_failed} nodes answered")
+
+    def __enter__(self) -> _RoundLines:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
 
 
 @app.command("simulate")

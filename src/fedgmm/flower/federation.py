@@ -29,7 +29,14 @@ from fedgmm.flower.control import (
     wait_for_run,
     write_connections,
 )
-from fedgmm.flower.processes import Process, find_processes, free_port, kill_tree, stop_pids
+from fedgmm.flower.processes import (
+    Process,
+    descendants,
+    find_processes,
+    free_port,
+    kill_tree,
+    stop_pids,
+)
 
 HOST = "127.0.0.1"
 
@@ -192,9 +199,12 @@ class LocalFederation:
             raise RuntimeError(f"supernode {index} was not started.")
         if sig == signal.SIGKILL:
             kill_tree(node.popen.pid, sig)
-        else:
+            node.popen.wait(timeout=30)
+        else:  # its flower-superexec child would outlive it, retrying its connection: end it with the node
+            children = [pid for pid, _ in descendants(node.popen.pid)]
             node.popen.send_signal(sig)
-        node.popen.wait(timeout=30)
+            node.popen.wait(timeout=30)
+            stop_pids(children, grace=5.0)
 
     def pids(self) -> list[int]:
         """PIDs of the processes this federation started and that still run."""
