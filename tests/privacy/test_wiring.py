@@ -111,3 +111,15 @@ def test_study_model_table_takes_the_privacy_keys() -> None:
     assert (spec.epsilon, spec.delta, spec.clip_bound) == (2, 1e-6, 5.0)
     with pytest.raises(ValueError, match="epsilon"):
         _model_config({"epsilon": -1.0}, "<test>")
+
+
+def test_federated_em_with_epsilon_is_refused_with_a_clear_error() -> None:
+    import numpy as np
+    import pytest
+
+    from fedgmm.inprocess import FederatedEM
+
+    rng = np.random.default_rng(0)
+    clients = [rng.normal(size=(60, 2)) for _ in range(3)]
+    with pytest.raises(ValueError, match="fedgengmm' only"):
+        FederatedEM(n_components=2, epsilon=1.0, clip_bound=3.0, max_rounds=2, random_state=0).fit(clients)

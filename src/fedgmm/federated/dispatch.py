@@ -122,7 +122,10 @@ def run_method(
         )
     tf: dict[str, Any] = {"transform": transform.arrays(), "transform_id": transform.transform_id} if transform else {}
     if spec.epsilon is not None and spec.method != "fedgengmm":
-        raise NotImplementedError(f"epsilon (differential privacy) is wired for fedgengmm only, not {spec.method!r}.")
+        raise ValueError(
+            f"epsilon (differential privacy) is supported for method 'fedgengmm' only, not {spec.method!r}: "
+            "leave epsilon=None for federated EM, the hybrid and the union, or use FedGenGMM."
+        )
     local = dp_local_settings(spec.local_settings(), None if transform is None else transform.variances)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
