@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sklearn.exceptions import ConvergenceWarning
+
 
 class FedGMMError(Exception):
     """Base class of fedgmm's own errors."""
@@ -25,3 +27,10 @@ class ClientExclusionWarning(UserWarning):
 
 class FederationError(FedGMMError, RuntimeError):
     """Too few clients answered (or were usable) for a federated step to go on."""
+
+
+class EmptyComponentWarning(ConvergenceWarning):
+    """A fitted mixture has components holding (almost) no weight: fewer components would do.
+
+    A subclass of scikit-learn's ``ConvergenceWarning``, so filters on that catch it too.
+    """

@@ -14,6 +14,7 @@ from fedgmm._random import SeedLike, as_random_state
 from fedgmm.em.init import initial_state
 from fedgmm.em.mstep import m_step
 from fedgmm.em.stats import block_size_for, e_step, iter_blocks
+from fedgmm.exceptions import EmptyComponentWarning
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
 
@@ -21,6 +22,47 @@ NOT_CONVERGED_MESSAGE = (
     "Best performing initialization did not converge. Try different init parameters, "
     "or increase max_iter, tol, or check for degenerate data."
 )
+
+#: A component is "empty" when it holds less than this share of one (average) row's weight.
+EMPTY_COMPONENT_ROWS = 0.01
+
+
+def empty_components(weights: np.ndarray, n_rows: float) -> list[int]:
+    """Indices of the components whose weight is below :data:`EMPTY_COMPONENT_ROWS` of one row.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (K,)
+        Mixture weights (summing to one).
+    n_rows : float
+        Rows the weights were estimated from.
+    """
+    return [int(k) for k in np.flatnonzero(np.asarray(weights) * n_rows < EMPTY_COMPONENT_ROWS)]
+
+
+def warn_empty_components(weights: np.ndarray, n_rows: float, what: str = "GaussianMixture", stacklevel: int = 3) -> None:
+    """Emit an :class:`~fedgmm.exceptions.EmptyComponentWarning` naming the empty components, if any.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (K,)
+    n_rows : float
+        Rows of the fit (the synthetic set for FedGenGMM's global fit).
+    what : str
+        The fit, for the message.
+    """
+    empty = empty_components(weights, n_rows)
+    if not empty:
+        return
+    k, kept = len(weights), len(weights) - len(empty)
+    shown = ", ".join(f"{i} (weight {weights[i]:.2g})" for i in empty)
+    warnings.warn(
+        f"{what} with n_components={k} on {n_rows:g} rows: component(s) {shown} are empty (less than "
+        f"{EMPTY_COMPONENT_ROWS:.0%} of one row's weight each); the data support at most {kept} components "
+        f"(duplicate rows or too few distinct points?). Fit with n_components <= {kept}.",
+        EmptyComponentWarning,
+        stacklevel=stacklevel,
+    )
 
 
 @dataclass(frozen=True)
@@ -145,6 +187,7 @@ def fit_em(
     verbose: int = 0,
     verbose_interval: int = 10,
     warn_not_converged: bool = True,
+    warn_empty: bool = True,
     sample_weight: np.ndarray | None = None,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM with ``n_init`` restarts, keeping the best.
@@ -162,6 +205,9 @@ def fit_em(
         initialising (``n_init`` is then ignored).
     warn_not_converged : bool
         Emit a ``ConvergenceWarning`` when the best run did not converge.
+    warn_empty : bool
+        Emit an :class:`~fedgmm.exceptions.EmptyComponentWarning` when the best run has
+        components holding (almost) no weight (see :func:`warn_empty_components`).
     sample_weight : ndarray of shape (n,), optional
         Non-negative row weights (validated): weighted statistics, weighted
         initialisation, lower bound ``Σ w log p / Σ w``. Integer weights give the fit of
@@ -234,4 +280,6 @@ def fit_em(
     assert best is not None
     if warn_not_converged and not best.converged and max_iter > 0:
         warnings.warn(NOT_CONVERGED_MESSAGE, ConvergenceWarning, stacklevel=2)
+    if warn_empty and max_iter > 0:
+        warn_empty_components(np.asarray(best.state.weights), float(X.shape[0]), stacklevel=5)
     return best
