@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from fedgmm.cli.flower import app, parse_overrides
 from fedgmm.flower.control import (
+    COMPLETED,
     Connection,
     parse_json_output,
     project_dir,
@@ -71,3 +73,73 @@ def test_json_output_is_found_among_log_lines() -> None:
     }  # fmt: skip
     with pytest.raises(RuntimeError, match="no JSON"):
         parse_json_output("Connection to the SuperLink is unavailable")
+
+
+class FakeEngine:
+    """Stands in for LocalFederation / LocalSimulation: ``wait`` writes a 3-round progress.json, or is interrupted."""
+
+    instances: list[FakeEngine] = []
+    interrupt = False
+
+    def __init__(self, workdir: Path, *args: object, **kwargs: object) -> None:
+        self.workdir, self.entered, self.stopped = Path(workdir), False, False
+        FakeEngine.instances.append(self)
+
+    def __enter__(self) -> FakeEngine:
+        self.entered = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped = True
+
+    def submit(self, run_config: dict[str, object], app: Path | None = None) -> int:
+        self.out = Path(str(run_config["output-dir"]))
+        return 7
+
+    def wait(self, run_id: int, timeout: float = 0.0, output_dir: Path | None = None) -> dict[str, object]:
+        if FakeEngine.interrupt:
+            raise KeyboardInterrupt
+        rounds = [{"round": 1, "kind": "moments", "answered": 3, "failed": []},
+                  {"round": 2, "kind": "fit-local", "answered": 3, "failed": []},
+                  {"round": 3, "kind": "em-statistics", "answered": 2, "failed": ["client 2"]}]  # fmt: skip
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "progress.json").write_text(json.dumps({"run_id": run_id, "round": 3, "rounds": rounds}))
+        return {"run-id": run_id, "status": COMPLETED}
+
+
+@pytest.fixture
+def fake_engines(monkeypatch: pytest.MonkeyPatch) -> type[FakeEngine]:
+    import fedgmm.flower.federation as federation
+
+    FakeEngine.instances, FakeEngine.interrupt = [], False
+    monkeypatch.setattr(federation, "LocalFederation", FakeEngine)
+    monkeypatch.setattr(federation, "LocalSimulation", FakeEngine)
+    return FakeEngine
+
+
+@pytest.mark.parametrize("command", ["local", "simulate"])
+def test_local_and_simulate_print_one_line_per_round(tmp_path: Path, fake_engines: type[FakeEngine], command: str) -> None:
+    result = runner.invoke(app, [command, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines() if line.strip().startswith("round ")]
+    assert lines == [
+        "round 1 (moments): 3 of 3 nodes answered",
+        "round 2 (fit-local): 3 of 3 nodes answered",
+        "round 3 (em-statistics): 2 of 3 nodes answered; no answer from client 2",
+    ]
+    assert fake_engines.instances[0].stopped
+
+
+@pytest.mark.parametrize(("command", "what"), [("local", "local federation"), ("simulate", "simulation")])
+def test_ctrl_c_stops_the_processes_and_says_so(tmp_path: Path, fake_engines: type[FakeEngine], command: str, what: str) -> None:
+    fake_engines.interrupt = True
+    result = runner.invoke(app, [command, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 130, result.output  # not turned into "error: 130", exit 2, by the error guard
+    assert f"interrupted — stopped the {what}" in result.output and "error" not in result.output
+    assert fake_engines.instances[0].stopped
+
+
+def test_bad_overrides_are_refused_before_anything_starts(tmp_path: Path, fake_engines: type[FakeEngine]) -> None:
+    result = runner.invoke(app, ["simulate", "--set", "max-round=3", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Did you mean 'max-rounds'" in " ".join(result.output.split())
+    assert fake_engines.instances == []

@@ -15,7 +15,10 @@ err_console = Console(stderr=True)
 
 def guarded(action: Callable[[], T], extra: tuple[type[BaseException], ...] = ()) -> T:
     """Run ``action``; our errors, bad input (``ValueError``, ``TypeError``, missing files) and
-    ``extra`` print ``error: …`` on standard error and exit with code 2, without a traceback."""
+    ``extra`` print ``error: …`` on standard error and exit with code 2, without a traceback.
+
+    ``typer.Exit`` and ``typer.Abort`` (``RuntimeError`` subclasses, so an ``extra`` of
+    ``RuntimeError`` would catch them) pass through with their own exit code."""
     from rich.markup import escape
 
     from fedgmm.exceptions import FedGMMError
@@ -23,6 +26,8 @@ def guarded(action: Callable[[], T], extra: tuple[type[BaseException], ...] = ()
     expected: tuple[type[BaseException], ...] = (FedGMMError, ValueError, FileNotFoundError, TypeError, *extra)
     try:
         return action()
+    except (typer.Exit, typer.Abort):
+        raise
     except expected as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -115,6 +115,48 @@ def _report(record: dict[str, Any], out: Path) -> None:
     console.print(f"[green]{status}[/]; summary in {summary_path}")
 
 
+class _Engine(Protocol):
+    """What :func:`_run_job` needs of a :class:`LocalFederation` or a :class:`LocalSimulation`."""
+
+    workdir: Path
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def submit(self, run_config: Mapping[str, Any], app: Path | None = None) -> int: ...
+
+    def wait(self, run_id: int, timeout: float = ..., output_dir: str | Path | None = ...) -> dict[str, Any]: ...
+
+
+def _run_job(
+    make: Callable[[Path], _Engine], what: str, n_nodes: int, overrides: list[str] | None, out: Path,
+    timeout: float, app_dir: Path | None,
+) -> None:
+    """Check the options, start ``make(out)``, run one job on it printing a line per round, stop it, report.
+
+    Ctrl-C stops every process started and exits 130 saying so.
+    """
+    resolved = out.resolve()
+
+    def run() -> dict[str, Any]:
+        config = _run_config(resolved, n_nodes, parse_overrides(overrides))
+        engine = make(resolved)
+        try:
+            with engine:
+                run_id = engine.submit(config, app_dir)
+                console.print(f"run {run_id} submitted; waiting for it (flwr ls), one line per round")
+                with _RoundLines(resolved, run_id):
+                    record = engine.wait(run_id, timeout=timeout, output_dir=resolved)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted — stopped the {what} (logs in {engine.workdir})")
+            raise typer.Exit(130) from None
+        console.print(f"stopped every process started (logs in {engine.workdir})")
+        return record
+
+    _report(_guard(run), resolved)
+
+
 @app.command("local")
 def local(
     nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="SuperNodes (partition i of N each).")] = 3,
@@ -132,58 +174,65 @@ def local(
     """Start a SuperLink and SuperNodes on 127.0.0.1, run one job, wait, report, stop everything."""
     from fedgmm.flower.federation import LocalFederation
 
-    def run() -> tuple[dict[str, Any], Path]:
-        config_overrides = parse_overrides(overrides)
-        node_configs: list[dict[str, Any]]
-        if data:
-            node_configs = []
-            for i, path in enumerate(data):
-                cfg: dict[str, Any] = {"data-path": str(path.resolve()), "client-id": i}
-                if label_column:
-                    cfg["label-column"] = int(label_column) if label_column.lstrip("-").isdigit() else label_column
-                node_configs.append(cfg)
-        else:
-            node_configs = [{"partition-id": i, "num-partitions": nodes} for i in range(nodes)]
-        resolved = out.resolve()
+    node_configs: list[dict[str, Any]]
+    if data:
+        node_configs = []
+        for i, path in enumerate(data):
+            cfg: dict[str, Any] = {"data-path": str(path.resolve()), "client-id": i}
+            if label_column:
+                cfg["label-column"] = int(label_column) if label_column.lstrip("-").isdigit() else label_column
+            node_configs.append(cfg)
+    else:
+        node_configs = [{"partition-id": i, "num-partitions": nodes} for i in range(nodes)]
+
+    def make(resolved: Path) -> LocalFederation:
         fed = LocalFederation(workdir or resolved / "federation", node_configs, tls=tls)
         console.print(f"starting a SuperLink and {len(node_configs)} SuperNodes ({'TLS' if tls else 'insecure'}) in {fed.workdir}")
-        try:
-            with fed:
-                run_id = fed.submit(_run_config(resolved, len(node_configs), config_overrides), app_dir)
-                console.print(f"run {run_id} submitted to {fed.address}; waiting (flwr ls), one line per round")
-                with _RoundLines(resolved, run_id):
-                    record = fed.wait(run_id, timeout=timeout, output_dir=resolved)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted — stopped the local federation (logs in {fed.workdir})")
-            raise typer.Exit(130) from None
-        console.print(f"stopped every process started (logs in {fed.workdir})")
-        return record, resolved
+        return fed
 
-    record, resolved = _guard(run)
-    _report(record, resolved)
+    _run_job(make, "local federation", len(node_configs), overrides, out, timeout, app_dir)
 
 
 class _RoundLines:
-    """A thread printing one line per round from the job's ``progress.json`` while a run is waited for."""
+    """A thread printing one line per round from the job's ``progress.json`` while a run is waited for.
 
-    def __init__(self, out: Path, run_id: int, every: float = 1.0) -> None:
+    Reads the file's ``rounds`` history, so no round is skipped when several end between
+    two polls; a last poll on exit prints the rounds that ended just before the run did.
+    """
+
+    def __init__(self, out: Path, run_id: int, every: float = 0.5) -> None:
         import threading
 
-        self.out, self.run_id, self.every, self.seen = out, run_id, every, 0
+        from fedgmm.flower.job import PROGRESS_FILE
+
+        self.path, self.run_id, self.every, self.seen = out / PROGRESS_FILE, run_id, every, 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
+    def poll(self) -> None:
+        """Print the rounds of this run not printed yet."""
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(info, dict) or info.get("run_id") != self.run_id:
+            return
+        rounds = info.get("rounds") or [{
+            "round": info.get("round", 0), "kind": info.get("kind"), "answered": len(info.get("answered", [])),
+            "failed": sorted(info.get("failed", {})),
+        }]  # fmt: skip
+        for entry in rounds:
+            number = int(entry.get("round", 0))
+            if number <= self.seen:
+                continue
+            self.seen = number
+            n_ok, failed = int(entry.get("answered", 0)), list(entry.get("failed", []))
+            line = f"  round {number} ({entry.get('kind')}): {n_ok} of {n_ok + len(failed)} nodes answered"
+            console.print(line + (f"; no answer from {', '.join(map(str, failed))}" if failed else ""), highlight=False)
+
     def _watch(self) -> None:
         while not self.done.wait(self.every):
-            for path in self.out.glob("**/progress.json"):
-                try:
-                    info = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if info.get("run_id") == self.run_id and int(info.get("round", 0)) > self.seen:
-                    self.seen = int(info["round"])
-                    n_ok, n_failed = len(info.get("answered", [])), len(info.get("failed", {}))
-                    console.print(f"  round {self.seen} ({info.get('kind')}): {n_ok} of {n_ok + n_failed} nodes answered")
+            self.poll()
 
     def __enter__(self) -> _RoundLines:
         self.thread.start()
@@ -192,6 +241,7 @@ class _RoundLines:
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.thread.join(timeout=5)
+        self.poll()
 
 
 @app.command("simulate")
@@ -211,20 +261,14 @@ def simulate(
     """Run one job with the Ray simulation engine (`flwr run ... local`), wait, report, stop the local SuperLink."""
     from fedgmm.flower.federation import LocalSimulation
 
-    def run() -> tuple[dict[str, Any], Path]:
-        config_overrides = parse_overrides(overrides)
-        resolved = out.resolve()
+    def make(resolved: Path) -> LocalSimulation:
         sim = LocalSimulation(
             workdir or resolved / "federation", num_supernodes=nodes, cpus_per_node=cpus_per_node, ray_loopback=ray_loopback,
         )
-        with sim:
-            run_id = sim.submit(_run_config(resolved, nodes, config_overrides), app_dir)
-            console.print(f"run {run_id} submitted to the local simulation SuperLink; waiting (flwr ls)")
-            record = sim.wait(run_id, timeout=timeout, output_dir=resolved)
-        return record, resolved
+        console.print(f"starting a local simulation SuperLink ({nodes} simulated nodes) in {sim.workdir}")
+        return sim
 
-    record, resolved = _guard(run)
-    _report(record, resolved)
+    _run_job(make, "simulation", nodes, overrides, out, timeout, app_dir)
 
 
 @app.command("config")

@@ -152,10 +152,16 @@ def _evaluate(settings: RunSettings, state: MixtureState, transform: Transform |
 
 
 class _Progress:
-    """Writes ``progress.json`` and logs a line after every round."""
+    """Writes ``progress.json`` and logs a line after every round.
+
+    The file holds the last round (``round``, ``kind``, ``answered``, ``failed``) and, in
+    ``rounds``, one ``{"round", "kind", "answered", "failed"}`` count record per round so
+    far, so a reader polling it sees every round even when several end between polls.
+    """
 
     def __init__(self, path: Path, run_id: int) -> None:
         self.path, self.run_id, self.rounds = path, run_id, 0
+        self.history: list[dict[str, Any]] = []
 
     def __call__(self, kind: str, replies: list[Reply]) -> None:
         self.rounds += 1
@@ -164,8 +170,10 @@ class _Progress:
         log(logging.INFO, "round %d (%s): %d of %d nodes answered", self.rounds, kind, len(ok), len(replies))
         for source, reason in failed.items():
             log(logging.WARNING, "  %s: %s", source, reason)
+        self.history.append({"round": self.rounds, "kind": kind, "answered": len(ok), "failed": sorted(failed)})
         write_json(self.path, {
             "run_id": self.run_id, "round": self.rounds, "kind": kind, "answered": ok, "failed": failed, "time": time.time(),
+            "rounds": self.history,
         })  # fmt: skip
 
 
