@@ -44,3 +44,18 @@ def test_flower_model_with_pca_is_scorable_from_the_cli(
     save_mixture(bare, loaded.state)
     result = runner.invoke(app, ["score", str(bare), str(rows)])
     assert result.exit_code == 2 and "transform.npz" in flat(result) and f"has {d_in} features" in flat(result)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_flower_outputs_honour_the_umask(tmp_path: Path, blobs_config: dict[str, Any], nodes: dict[int, Any], umask: int) -> None:
+    import os
+
+    config = {**blobs_config, "preprocessing": "standardize"}
+    old = os.umask(umask)
+    try:
+        run_job(FakeGrid(nodes, config), config, run_id=4)
+    finally:
+        os.umask(old)
+    out = Path(config["output-dir"])
+    for name in ("model.npz", "transform.npz"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
