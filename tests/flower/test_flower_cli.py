@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from cryptography import x509
@@ -78,7 +79,7 @@ def test_json_output_is_found_among_log_lines() -> None:
 class FakeEngine:
     """Stands in for LocalFederation / LocalSimulation: ``wait`` writes a 3-round progress.json, or is interrupted."""
 
-    instances: list[FakeEngine] = []
+    instances: ClassVar[list[FakeEngine]] = []
     interrupt = False
 
     def __init__(self, workdir: Path, *args: object, **kwargs: object) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +19,7 @@ from flower_testing import inprocess_reference, process_tree, still_running, wai
 
 from fedgmm.flower.control import COMPLETED, FLOWER_ENV
 from fedgmm.flower.federation import LocalFederation, LocalSimulation
-from fedgmm.flower.processes import find_processes
+from fedgmm.flower.processes import alive, find_processes, stop_pids
 from fedgmm.flower.settings import DataSettings
 from fedgmm.flower.task import partition_rows
 from fedgmm.model_io import load_mixture
@@ -146,3 +149,60 @@ def test_ray_simulation_gives_the_inprocess_model(tmp_path: Path, blobs_config: 
         sim.stop()
         assert superlinks and still_running(tree) == []
     check_against_inprocess(config, out)
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_sigtermed_supernode_takes_its_superexec_child_with_it(tmp_path: Path) -> None:
+    with running(LocalFederation(tmp_path / "fed", partition_configs(2))) as fed:
+        leaving, staying = fed.supernodes
+        assert leaving.pid is not None and staying.pid is not None
+        tree = process_tree([leaving.pid])
+        assert any("flower-superexec" in _command_line(p) for p in tree if p != leaving.pid), tree
+        fed.kill_node(0, signal.SIGTERM)
+        # left to itself the superexec retries its connection for about two minutes after its node is gone
+        assert {p: _command_line(p) for p in still_running(tree)} == {}
+        assert staying.running() and len(still_running(process_tree([staying.pid]))) >= 2  # the other node untouched
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """PIDs whose working directory is ``directory`` or below (every process of a federation run there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = Path(os.readlink(entry / "cwd"))
+            except OSError:
+                continue
+            if (cwd == directory or directory in cwd.parents) and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def test_flower_local_command_prints_every_round_and_stops_every_process(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "fed"
+    sets = {"algorithm": "fedem", "dataset": "blobs", "dataset-args": "n_samples=600", "n-components": 4,
+            "max-rounds": 3, "round-tol": 1e-12, "wait-timeout": 60.0, "round-timeout": 120.0}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "fedgmm"), "flower", "local", "--nodes", "3", "--out", str(out),
+               "--workdir", str(work), "--timeout", "500", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]  # fmt: skip
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(tmp_path / "flwr-home"), "COLUMNS": "200"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            stop_pids([proc.pid])
+            proc.wait(timeout=30)
+        left = _processes_in(work)
+        stop_pids(left)
+    assert proc.returncode == 0, output
+    assert left == [], "processes left by `fedgmm flower local`"
+    summary = json.loads((out / "summary.json").read_text())
+    kinds = re.findall(r"^\s*round (\d+) \(([\w-]+)\): 3 of 3 nodes answered$", output, flags=re.MULTILINE)
+    assert [int(n) for n, _ in kinds] == list(range(1, summary["total"]["rounds"] + 1)), output
+    assert summary["total"]["rounds"] == 4 and [k for _, k in kinds].count("em-statistics") == 3, output
