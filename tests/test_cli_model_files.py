@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +125,39 @@ def test_score_threshold_nan(tmp_path: Path) -> None:
     assert runner.invoke(app, ["fit", *map(str, files), *FIT, "--out", str(model)]).exit_code == 0
     result = runner.invoke(app, ["score", str(model), str(files[0]), "--threshold", "nan"])
     assert result.exit_code == 2 and "--threshold must be a finite number" in flat(result)
+
+
+def test_fit_suggests_preprocess_when_scales_differ(tmp_path: Path) -> None:
+    wide = runner.invoke(app, ["fit", *map(str, clients(tmp_path, scale=(1.0, 1000.0, 0.001))), *FIT,
+                               "--out", str(tmp_path / "m.npz")])  # fmt: skip
+    assert wide.exit_code == 0, wide.output
+    assert "scales differ by a factor of" in flat(wide) and "'b' has standard deviation" in flat(wide)
+    assert "--preprocess standardize" in flat(wide)
+    same = runner.invoke(app, ["fit", *map(str, clients(tmp_path)), *FIT, "--out", str(tmp_path / "m.npz")])
+    assert same.exit_code == 0 and "scales differ" not in flat(same)
+    done = runner.invoke(app, ["fit", *map(str, clients(tmp_path, scale=(1.0, 1000.0, 0.001))), *FIT,
+                               "--preprocess", "standardize", "--out", str(tmp_path / "m.npz")])  # fmt: skip
+    assert done.exit_code == 0 and "scales differ" not in flat(done)
+
+
+@pytest.mark.parametrize("payload", ["[" * 100_000 + "]" * 100_000, "NaN"])
+def test_score_on_a_hostile_metadata_is_an_error_not_a_traceback(tmp_path: Path, payload: str) -> None:
+    model = tmp_path / "m.npz"
+    assert runner.invoke(app, ["fit", *map(str, clients(tmp_path)), *FIT, "--out", str(model)]).exit_code == 0
+    with zipfile.ZipFile(model) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    with np.load(model) as npz:
+        meta = json.loads(bytes(npz["metadata"]).decode())
+    meta["extra"] = {"x": "PAYLOAD"}
+    text = json.dumps(meta).replace('"PAYLOAD"', payload)
+    hostile = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(hostile, "w") as zf:
+        for name, blob in members.items():
+            if name == "metadata.npy":
+                buf = io.BytesIO()
+                np.save(buf, np.frombuffer(text.encode(), np.uint8))
+                blob = buf.getvalue()
+            zf.writestr(name, blob)
+    result = runner.invoke(app, ["score", str(hostile), str(tmp_path / "client0.csv")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and ("nested" in flat(result) or "strict JSON" in flat(result))

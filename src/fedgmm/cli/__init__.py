@@ -332,6 +332,41 @@ def _common_header(files: list[Path], label_column: str | None) -> list[str] | N
     return first
 
 
+#: ``fedgmm fit`` without ``--preprocess`` suggests it when column spreads differ by more than this factor.
+SCALE_RATIO_HINT = 100.0
+
+
+def _scale_hint(clients: list[Any], names: list[str] | None) -> str | None:
+    """A note when the pooled column standard deviations differ by more than :data:`SCALE_RATIO_HINT`, else None.
+
+    Parameters
+    ----------
+    clients : list of ndarray of shape (n_c, d)
+    names : list of str, optional
+        Column names for the message (else indices).
+    """
+    import numpy as np
+
+    rows = [c for c in clients if c.shape[0]]
+    n = sum(c.shape[0] for c in rows)
+    if n < 2:
+        return None
+    mean = sum(c.sum(axis=0) for c in rows) / n
+    sd = np.sqrt(sum(((c - mean) ** 2).sum(axis=0) for c in rows) / (n - 1))
+    spread = np.flatnonzero(np.isfinite(sd) & (sd > 0))
+    if spread.size < 2:
+        return None
+    lo, hi = spread[np.argmin(sd[spread])], spread[np.argmax(sd[spread])]
+    if sd[hi] <= SCALE_RATIO_HINT * sd[lo]:
+        return None
+    label = (lambda j: repr(names[j])) if names else (lambda j: f"column {j}")
+    return (
+        f"the features' scales differ by a factor of {sd[hi] / sd[lo]:.3g} ({label(hi)} has standard deviation "
+        f"{sd[hi]:.3g}, {label(lo)} {sd[lo]:.3g}): the components will follow the wide features. "
+        "Consider --preprocess standardize (one federated round; the transform is stored in the model file)."
+    )
+
+
 def _phase(message: str) -> None:
     err_console.print(f"[dim]·[/] {message}")
 
@@ -378,6 +413,8 @@ def fit(
         clients = [np.asarray(_read_client_file(f, label_column)) for f in files]
         check_clients(clients)
         transform = None
+        if preprocess == "none" and (hint := _scale_hint(clients, names)) is not None:
+            err_console.print(f"[yellow]note:[/] {hint}")
         if preprocess != "none":
             _phase(f"federated preprocessing round ({preprocess})")
             transport = InProcessTransport(clients)
