@@ -143,10 +143,11 @@ def init_from_union(
 
     Weighted k-means++ over the union's component means (weights ``r'_ck``) picks K seeds;
     every union component joins its nearest seed and each group is moment-matched into one
-    component (:func:`merge_components`). With fewer union components than K, k-means runs
-    on a synthetic sample of the union instead.
+    component (:func:`merge_components`). With fewer distinct union means than K (fewer
+    components, or clients that uploaded the same ones), k-means runs on a synthetic sample
+    of the union instead.
     """
-    if union.n_components >= n_components:
+    if np.unique(union.means, axis=0).shape[0] >= n_components:
         seed = int(rng.integers(0, 2**31 - 1))
         centers, _ = kmeans_plusplus(union.means, n_components, sample_weight=union.weights, random_state=seed)
         dist = ((union.means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)

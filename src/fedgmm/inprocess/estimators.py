@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from fedgmm._random import SeedLike, as_seed
+from fedgmm.em.fit import warn_empty_components
 from fedgmm.exceptions import ClientExclusionWarning
 from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.fedem import RoundRecord
@@ -364,6 +365,8 @@ class FedGenGMM(_FederatedDensity):
         self.privacy_ = None if self.epsilon is None else guarantee(self.epsilon, self.delta)
         _set_feature_names(self, clients)
         _warn_exclusions(result.records)
+        if self.synthetic_size_:  # the fits inside the run are quiet (their ConvergenceWarnings are expected)
+            warn_empty_components(self.global_model_.weights_, self.synthetic_size_, "FedGenGMM's global fit on the synthetic set")
         return self
 
 
