@@ -83,7 +83,7 @@ class FakeEngine:
     interrupt = False
 
     def __init__(self, workdir: Path, *args: object, **kwargs: object) -> None:
-        self.workdir, self.entered, self.stopped = Path(workdir), False, False
+        self.workdir, self.entered, self.stopped, self.kwargs = Path(workdir), False, False, kwargs
         FakeEngine.instances.append(self)
 
     def __enter__(self) -> FakeEngine:
@@ -144,3 +144,9 @@ def test_bad_overrides_are_refused_before_anything_starts(tmp_path: Path, fake_e
     result = runner.invoke(app, ["simulate", "--set", "max-round=3", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "Did you mean 'max-rounds'" in " ".join(result.output.split())
     assert fake_engines.instances == []
+
+
+def test_simulate_is_loopback_only_unless_told_otherwise(tmp_path: Path, fake_engines: type[FakeEngine]) -> None:
+    assert runner.invoke(app, ["simulate", "--out", str(tmp_path / "a")]).exit_code == 0
+    assert runner.invoke(app, ["simulate", "--ray-all-interfaces", "--out", str(tmp_path / "b")]).exit_code == 0
+    assert [e.kwargs["ray_loopback"] for e in fake_engines.instances] == [True, False]
