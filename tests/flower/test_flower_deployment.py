@@ -206,3 +206,42 @@ def test_flower_local_command_prints_every_round_and_stops_every_process(tmp_pat
     kinds = re.findall(r"^\s*round (\d+) \(([\w-]+)\): 3 of 3 nodes answered$", output, flags=re.MULTILINE)
     assert [int(n) for n, _ in kinds] == list(range(1, summary["total"]["rounds"] + 1)), output
     assert summary["total"]["rounds"] == 4 and [k for _, k in kinds].count("em-statistics") == 3, output
+
+
+def test_ctrl_c_on_flower_local_stops_every_process_and_says_so(tmp_path: Path) -> None:
+    import threading
+
+    out, work = tmp_path / "out", tmp_path / "fed"
+    sets = {"algorithm": "fedem", "dataset": "blobs", "dataset-args": "n_samples=600", "n-components": 4,
+            "max-rounds": 40, "round-tol": 1e-12, "wait-timeout": 60.0, "round-timeout": 120.0}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "fedgmm"), "flower", "local", "--nodes", "2", "--out", str(out),
+               "--workdir", str(work), "--timeout", "500", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]  # fmt: skip
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(tmp_path / "flwr-home"), "COLUMNS": "200"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines: list[str] = []
+    first_round = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith("round 1 "):
+                first_round.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert first_round.wait(500), "".join(lines)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the Flower processes run in their own sessions)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            stop_pids([proc.pid])
+            proc.wait(timeout=30)
+        left = _processes_in(work)
+        stop_pids(left)
+    output = "".join(lines)
+    assert proc.returncode == 130, output
+    assert "interrupted — stopped the local federation" in output and "error" not in output, output
+    assert left == [], "processes left after Ctrl-C"
