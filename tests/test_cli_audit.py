@@ -119,6 +119,7 @@ def test_audit_fit_with_epsilon_reports_the_budget_spent(tmp_path: Path) -> None
         (["--method", "centralized"], "--method must be one of fedgengmm, fedem, hybrid"),
         (["--preprocess", "none", "--epsilon", "1"], "--epsilon needs a bound on the rows"),
         (["--reference", "missing.csv"], "--reference missing.csv: no such file"),
+        (["--method", "hybrid", "--epsilon", "1"], "--epsilon is not supported with --method hybrid"),
     ],
 )
 def test_audit_fit_checks_options_first(tmp_path: Path, extra: list[str], message: str) -> None:

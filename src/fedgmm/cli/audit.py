@@ -365,6 +365,11 @@ def audit(
                 raise ValueError(f"--method must be one of {', '.join(AUDIT_METHODS)}, got {method!r}.")
             if preprocess not in PREPROCESS:
                 raise ValueError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}.")
+            if epsilon is not None:
+                from fedgmm.experiments.study import takes_epsilon
+
+                if not takes_epsilon(method):
+                    raise ValueError(f"--epsilon is not supported with --method {method} in this version; use fedgengmm.")
             if pca_components is not None and (preprocess != "pca" or pca_components < 1):
                 raise ValueError(f"--pca-components takes an integer >= 1 with --preprocess pca, got {pca_components}.")
             _check_files(files, "client file")
