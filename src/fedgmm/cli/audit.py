@@ -302,7 +302,7 @@ def _ci(value: float, ci: tuple[float, float]) -> str:
 def print_audit(audits: list[Any], facts: dict[str, Any], *, fpr: float, confidence: float) -> None:
     """The audit as a rich table: artefact, attack, AUC [CI], TPR at ``fpr`` [CI], rows attacked."""
     table = Table(title=f"membership-inference audit ({confidence:.0%} bootstrap intervals)")
-    for column in ("artefact", "attack", "AUC [CI]", f"TPR@{fpr:.0%}FPR [CI]", "members / non-members"):
+    for column in ("artefact", "attack", "AUC [CI]", f"TPR@{fpr * 100:g}%FPR [CI]", "members / non-members"):
         table.add_column(column, justify="left" if column in ("artefact", "attack") else "right", no_wrap=True)
     for a in audits:
         for r in a.results:
