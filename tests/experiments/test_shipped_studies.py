@@ -32,3 +32,16 @@ def test_quick_profile_runs(name: str, tmp_path: Path) -> None:
     assert {r.method for r in rows} == set(config.methods)
     assert outcome.report_path is not None and outcome.report_path.is_file()
     assert list(tmp_path.glob("*.png")), "the report has at least one plot"
+    if name == "privacy":
+        _check_privacy_rows(rows, tmp_path)
+
+
+def _check_privacy_rows(rows: list, out: Path) -> None:  # type: ignore[type-arg]
+    """The privacy study: every ε of the sweep ran, each row carries the upload and global attack AUCs."""
+    private = [r for r in rows if r.method == "fedgengmm"]
+    assert sorted((r.extra["settings"]["epsilon"] is None, r.extra["settings"]["epsilon"] or 0) for r in private) == [
+        (False, 0.5), (False, 1.0), (False, 2.0), (False, 4.0), (False, 8.0), (True, 0)]
+    for r in private:
+        for field in ("membership_auc", "membership_auc_ratio", "global_membership_auc", "global_membership_auc_ratio"):
+            assert 0.0 <= r.extra[field] <= 1.0, (field, r.label)
+    assert (out / "privacy_utility.png").is_file() and (out / "privacy_attack.png").is_file()

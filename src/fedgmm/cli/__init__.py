@@ -386,6 +386,8 @@ def fit(
     pca_components: int = typer.Option(None, help="With --preprocess pca: the dimensions kept (default: all)."),
     label_column: str = typer.Option(None, help="Column (index or header name) to ignore as a label."),
     seed: int = typer.Option(0, help="Run seed."),
+    save_uploads: Path = typer.Option(None, help="FedGenGMM: also write each client's upload (what the server "
+                                      "received) as DIR/upload-NNNN.npz, for `fedgmm audit --uploads DIR`."),
 ) -> None:
     """Train a global GMM on your own files, one file per client, and save it (with its
     feature names and transform)."""
@@ -403,6 +405,10 @@ def fit(
         _check_fit_options(method, components, covariance_type, synthetic_size, rounds, reg_covar, preprocess,
                            pca_components)  # fmt: skip
         _check_out(out)
+        if save_uploads is not None:
+            from fedgmm.cli.audit import check_upload_folder
+
+            check_upload_folder(save_uploads, method)
         local = _parse_local_components(local_components)
         spec = MethodSpec(
             method, n_components=components, covariance_type=covariance_type,  # type: ignore[arg-type]
@@ -438,6 +444,12 @@ def fit(
             "algorithm": method, "clients": [str(f) for f in files], "seed": seed, "communication": comm,
             "excluded": excluded, "preprocess": preprocess,
         }, feature_names=names, transform=arrays, transform_info=info)  # fmt: skip
+        if save_uploads is not None:
+            from fedgmm.cli.audit import save_uploads as write_uploads
+
+            ids = result.extra.get("local_client_ids", [])
+            write_uploads(save_uploads, {c: m.state_ for c, m in zip(ids, result.local_models, strict=True)},
+                          files=files, extra={"algorithm": method, "seed": seed}, feature_names=names, transform=transform)
         table = Table(title=f"{method} on {len(files)} client file(s)")
         table.add_column("")
         table.add_column("value", justify="right")
@@ -524,6 +536,15 @@ def _mount_flower() -> None:
 
 
 _mount_flower()
+
+
+def _mount_audit() -> None:
+    from fedgmm.cli.audit import audit
+
+    app.command()(audit)
+
+
+_mount_audit()
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from fedgmm.types import COVARIANCE_TYPES
 PREPROCESSING_MODES = ("federated", "public", "none")
 SWEEPABLE = (
     "local_components", "synthetic_size", "hybrid_rounds", "contamination", "n_components", "attack", "attack_fraction",
-    "robust", "local_reg_covar", "aggregation", "n_init",
+    "robust", "local_reg_covar", "aggregation", "n_init", "epsilon",
 )  # fmt: skip
 
 
@@ -111,7 +111,12 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A whole study: data, partition, preprocessing, methods, model settings, sweeps, seeds."""
+    """A whole study: data, partition, preprocessing, methods, model settings, sweeps, seeds.
+
+    ``audit_holdout`` > 0 keeps that share of each client's rows out of every fit: the
+    membership audit attacks each upload with its client's rows against these held-out rows
+    of the same distribution (0: against the pooled test rows).
+    """
 
     name: str
     description: str = ""
@@ -128,12 +133,14 @@ class StudyConfig:
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    audit_holdout: float = 0.0
     source: str = ""
 
 
 _TOP_KEYS = {
     "name", "description", "datasets", "dataset_options", "methods", "seeds", "test_fraction", "ood",
     "n_jobs", "partition", "preprocessing", "model", "sweep", "contamination", "attack", "profiles",
+    "audit_holdout",
 }  # fmt: skip
 _SECTION_KEYS = {
     "partition": {"name", "num_partitions", "alpha", "min_partition_size", "num_shards_per_partition",
@@ -309,6 +316,9 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
     if not 0 < test_fraction < 1:
         raise _fail(where, f"test_fraction must be in (0, 1), got {test_fraction}.")
     _check_ranges(where, partition, preprocessing, sweep, seeds, contamination)
+    audit_holdout = data.get("audit_holdout", 0.0)
+    if isinstance(audit_holdout, bool) or not isinstance(audit_holdout, int | float) or not 0 <= audit_holdout < 1:
+        raise _fail(where, f"audit_holdout = {audit_holdout!r} is out of range; allowed: numbers in [0, 1) (0: off).")
     options = data.get("dataset_options", {})
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise _fail(where, "[dataset_options] must map dataset names to tables of loader arguments.")
@@ -328,6 +338,7 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
         sweep=sweep,
         contamination=contamination,
         attack=attack,
+        audit_holdout=float(audit_holdout),
         source=where,
     )
 
@@ -381,6 +392,9 @@ def _check_ranges(
         for value in sweep.get(key, ()):
             if not number(value) or value < low or (low == 0 and value <= 0):
                 raise bad(f"[sweep] {key}", value, allowed)
+    for value in sweep.get("epsilon", ()):
+        if not number(value) or not value > 0:
+            raise bad("[sweep] epsilon", value, "numbers > 0 (inf: no differential privacy)")
     for value in sweep.get("contamination", ()):
         if not number(value) or not 0 <= value <= 1:
             raise bad("[sweep] contamination", value, "numbers in [0, 1]")

@@ -51,7 +51,8 @@ _OPTIONAL_FIELDS = ("n_components", "local_components", "synthetic_size", "max_r
 _METRIC_LABELS = {"test_loglik": LOGLIK_LABEL, "auc_pr": "AUC-PR", "auroc": "AUROC"}
 _HYBRID_SERIES = "FedGenGMM + federated EM"
 _OUR_PNGS = ("loglik_vs_alpha", "auc_pr", "communication_*", "loglik_vs_local_k",
-             "loglik_vs_synthetic_size", "loglik_vs_global_k", "hybrid_rounds", "robustness_contamination", "density_*")
+             "loglik_vs_synthetic_size", "loglik_vs_global_k", "hybrid_rounds", "robustness_contamination", "density_*",
+             "privacy_utility", "privacy_attack")
 DASH = "—"
 
 
@@ -640,6 +641,115 @@ def _leakage_section(study: _Study) -> str:
     ])
 
 
+#: Attack read-outs a privacy row carries (``extra`` keys), with their column / series names.
+_ATTACK_FIELDS = (
+    ("membership_auc", "upload, likelihood"), ("membership_auc_ratio", "upload, density ratio"),
+    ("global_membership_auc", "global, likelihood"), ("global_membership_auc_ratio", "global, density ratio"),
+)
+
+
+def _epsilon(row: ResultRow) -> float | None:
+    """A privacy-swept row's ε (inf for the non-private run); None for rows that ignore ε."""
+    settings = row.extra.get("settings", {})
+    if "epsilon" not in settings:
+        return None
+    value = settings["epsilon"]
+    return math.inf if value is None else float(value)
+
+
+def _privacy_section(study: _Study) -> str:
+    """Utility and membership-attack AUC against ε (``[sweep] epsilon``): two figures and a table, or ''.
+
+    The non-private run (ε = ∞) sits at the right end of the axis; centralized (raw rows,
+    no privacy) is a dashed reference in the utility plot, chance (0.5) in the attack plot.
+    """
+    rows = [r for r in study.rows if "error" not in r.extra and math.isfinite(r.test_loglik)]
+    swept = [r for r in rows if _epsilon(r) is not None]
+    if len({_epsilon(r) for r in swept}) < 2:
+        return ""
+    finite = sorted({e for r in swept if (e := _epsilon(r)) is not None and math.isfinite(e)})
+    off = 2.0 * finite[-1] if finite else 1.0
+
+    def position(eps: float) -> float:
+        return off if math.isinf(eps) else eps
+
+    ticks = [*finite, off] if finite else [off]
+    names = [f"{e:g}" for e in finite] + ["∞ (off)"]
+    base = {r.method: LABELS_BY_METHOD.get(r.method, r.method) for r in swept}
+    central = {(r.dataset, r.alpha, r.seed): r.test_loglik for r in rows if r.method == "centralized"}
+    utility: list[Panel] = []
+    attack: list[Panel] = []
+    body = []
+    has_pr = any(r.auc_pr is not None for r in swept)
+    for key, members in _group(swept, ["dataset", "alpha"]):
+        title = _describe(key, ["dataset", "alpha"])
+        cell_central = [r for r in rows if r.method == "centralized" and r.dataset == key["dataset"] and r.alpha == key["alpha"]]
+        panels = {"test_loglik": Panel(title, LOGLIK_LABEL), "auc_pr": Panel(title, "AUC-PR")}
+        pa = Panel(title, "membership-attack AUC")
+        by_method = _by_key(members, lambda r: r.method)
+        for method, mrows in sorted(by_method.items(), key=lambda kv: _method_rank(kv[1][0])):
+            by_eps = _by_key(mrows, lambda r: _epsilon(r))
+            order = sorted(by_eps, key=lambda e: position(float(e)))
+            x = np.array([position(float(e)) for e in order])
+            for metric, panel in panels.items():
+                stats = [mean_std(metric_value(r, metric) for r in by_eps[e]) for e in order]
+                panel.series.append(Series(base[method], x, np.array([st[0] for st in stats]), np.array([st[1] for st in stats])))
+            for field, name in _ATTACK_FIELDS:
+                stats = [mean_std(float(r.extra.get(field, math.nan)) for r in by_eps[e]) for e in order]
+                if any(st[2] for st in stats):
+                    pa.series.append(Series(f"{base[method]} {name}", x, np.array([st[0] for st in stats]),
+                                            np.array([st[1] for st in stats])))  # fmt: skip
+            for e in order:
+                erows = by_eps[e]
+                gap = mean_std(central[(r.dataset, r.alpha, r.seed)] - r.test_loglik for r in erows
+                               if (r.dataset, r.alpha, r.seed) in central)  # fmt: skip
+                cells = [
+                    str(key["dataset"]), _join([key["alpha"]]), base[method], "∞" if math.isinf(float(e)) else f"{e:g}",
+                    fmt_mean_std(*mean_std(r.test_loglik for r in erows)[:2]), fmt_mean_std(gap[0], gap[1]),
+                ]
+                if has_pr:
+                    cells.append(fmt_mean_std(*mean_std(metric_value(r, "auc_pr") for r in erows)[:2], 3))
+                for field, _ in _ATTACK_FIELDS:
+                    st = mean_std(float(r.extra.get(field, math.nan)) for r in erows)
+                    cells.append(fmt_mean_std(st[0], st[1], 3) if st[2] else DASH)
+                body.append(cells)
+        for r_metric, panel in panels.items():
+            level = mean_std(metric_value(r, r_metric) for r in cell_central)
+            if level[2]:
+                panel.references.append(Series("Centralized", np.zeros(1), np.array([level[0]]), np.array([level[1]])))
+        utility.append(panels["test_loglik"])
+        if has_pr:
+            utility.append(panels["auc_pr"])
+        if pa.series:
+            pa.references.append(Series("chance", np.zeros(1), np.array([0.5]), np.array([0.0])))
+            attack.append(pa)
+    labels = [("centralized", "Centralized")] + [(m, base[m]) for m in sorted(base, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)]
+    styles = {**plots.style_map(labels), "chance": Style("#444444", "")}
+    attack_labels = [(m, f"{base[m]} {name}") for m, _ in labels[1:] for _, name in _ATTACK_FIELDS]
+    attack_styles = {**plots.style_map([("attack", lab) for _, lab in attack_labels]), "chance": Style("#444444", "")}
+    out = ["## Privacy: utility and membership attacks vs ε"]
+    path = plots.plot_panels(utility, study.out_dir / "privacy_utility.png", styles=styles, xlabel="ε (record-level DP per client)",
+                             xscale="log", ticks=ticks, ticklabels=names, title="Utility vs ε", ncols=2 if has_pr else 3)  # fmt: skip
+    out.append(_figure_md(path, "Test log-likelihood (and AUC-PR) against the privacy budget ε; ∞: the non-private run; "
+                                "dashed: centralized on raw rows; error bars: std over seeds."))  # fmt: skip
+    if attack:
+        path = plots.plot_panels(attack, study.out_dir / "privacy_attack.png", styles=attack_styles,
+                                 xlabel="ε (record-level DP per client)", xscale="log", ticks=ticks, ticklabels=names,
+                                 title="Membership-attack AUC vs ε", ncols=min(len(attack), 3))  # fmt: skip
+        out.append(_figure_md(path, "Membership-inference AUC of the likelihood-threshold and density-ratio "
+                                    "(DOMIAS) attacks on each upload (mean over clients) and on the global model; "
+                                    "dashed: chance (0.5)."))  # fmt: skip
+    headers = ["data", "α", "method", "ε", "test ll", "gap to centralized", *(["AUC-PR"] if has_pr else []),
+               *(f"attack AUC: {name}" for _, name in _ATTACK_FIELDS)]  # fmt: skip
+    out.append("Attack AUC: members are a client's own rows, non-members rows of the same distribution it never "
+               "saw (0.5 = chance); uploads: mean over clients. Mean ± std over seeds.")  # fmt: skip
+    out.append(md_table(headers, body, "lll" + "r" * (len(headers) - 3)))
+    return "\n\n".join(out)
+
+
+LABELS_BY_METHOD = {"fedgengmm": "FedGenGMM", "fedem": "Federated EM", "hybrid": "FedGenGMM + federated EM"}
+
+
 def _by_key(rows: Iterable[ResultRow], key: Callable[[ResultRow], Any]) -> dict[Any, list[ResultRow]]:
     out: dict[Any, list[ResultRow]] = {}
     for r in rows:
@@ -968,6 +1078,7 @@ def write_report(
                                "synthetic-set size (× Σn_c, or rows)", "loglik_vs_synthetic_size", ["test_loglik"]),
         _hybrid_section(study),
         _leakage_section(study),
+        _privacy_section(study),
         _setting_sweep_section(study, "contamination", "Robustness to contaminated clients",
                                "fraction of contaminated clients", "robustness_contamination", ["test_loglik", "auc_pr"]),
         _density_section(study, models_dir) if models_dir is not None else "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -32,6 +33,7 @@ from fedgmm.experiments.results import (
     read_rows,
     repair_truncated_tail,
 )
+from fedgmm.federated.dispatch import run_method
 from fedgmm.federated.preprocessing import Transform, run_preprocessing, transform_from_moments
 from fedgmm.federated.spec import (
     BASELINES,
@@ -69,6 +71,8 @@ RELEVANT = {
     "attack": {"union", "fedgengmm", "fedem", "hybrid"},
     "attack_fraction": {"union", "fedgengmm", "fedem", "hybrid"},
     "robust": {"union", "fedgengmm", "fedem", "hybrid"},
+    # Record-level DP of the clients' releases (None / inf: off); the baselines see raw rows.
+    "epsilon": {"fedgengmm", "fedem", "hybrid"},
 }
 
 
@@ -85,6 +89,10 @@ class DataCell:
     X_ood: np.ndarray | None
     transform: Transform | None
     preprocessing: CommunicationLog = field(default_factory=CommunicationLog)
+    #: Per client, rows held out of every fit (the audit's non-members); None without ``audit_holdout``.
+    held_out: list[np.ndarray] | None = None
+    #: The audit's reference density (fitted on test rows on first use).
+    reference: Any = None
 
 
 @dataclass
@@ -155,6 +163,9 @@ def prepare_cell(
         X_train, y_train, partitioner=p.name, num_partitions=p.num_partitions, alpha=alpha,
         min_partition_size=p.min_partition_size, regimes=p.regimes, seed=seed, extra=p.extra,
     )
+    held_out: list[np.ndarray] | None = None
+    if config.audit_holdout > 0:
+        clean, held_out = holdout_rows(clean, config.audit_holdout, seed)
     clients = contaminate(
         clean, contamination_fraction, config, np.random.default_rng(np.random.SeedSequence([seed, 0xBAD]))
     )
@@ -174,7 +185,19 @@ def prepare_cell(
         transform = transform_from_moments(
             pooled.shape[0], pooled.sum(0), pooled.T @ pooled, standardize=pre.standardize, n_components=pca
         )
-    return DataCell(ds.name, alpha, contamination_fraction, seed, clients, X_test, X_ood, transform, log)
+    return DataCell(ds.name, alpha, contamination_fraction, seed, clients, X_test, X_ood, transform, log, held_out)
+
+
+def holdout_rows(clients: list[np.ndarray], fraction: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Keep ``round(fraction · n_c)`` of each client's rows (seeded) out of the fit: (kept, held out)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA0D17, 1]))
+    kept, held = [], []
+    for X in clients:
+        order = rng.permutation(X.shape[0])
+        n_out = round(fraction * X.shape[0])
+        kept.append(X[order[n_out:]])
+        held.append(X[order[:n_out]])
+    return kept, held
 
 
 # ----------------------------------------------------------------------------- grid
@@ -207,6 +230,11 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
             robust=bool(values.get("robust", m.robust)),
         )
         spec = replace(spec, **{k: values[k] for k in ("local_reg_covar", "aggregation", "n_init") if k in values})
+        if "epsilon" in values:
+            values["epsilon"] = None if math.isinf(float(values["epsilon"])) else float(values["epsilon"])
+            if values["epsilon"] is not None and not takes_epsilon(spec.method):
+                continue  # listed by skipped_private_variants
+            spec = replace(spec, epsilon=values["epsilon"])
         if method in BASELINES:
             spec = baseline_spec(method, spec)
         label = LABELS.get(method, f"FedGenGMM + {rounds} EM") + _ablation_label(values)
@@ -223,6 +251,41 @@ def method_variants(config: StudyConfig, method: str) -> list[Variant]:
     return variants
 
 
+class _Unreached(Exception):
+    """The probe's transport was reached: the dispatch accepted the spec."""
+
+
+class _ProbeTransport:
+    """A transport whose first use ends the run (see :func:`takes_epsilon`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise _Unreached(name)
+
+
+@functools.cache
+def takes_epsilon(method: str) -> bool:
+    """Whether the dispatch runs ``method`` with differential privacy on (``epsilon`` set).
+
+    Asks :func:`~fedgmm.federated.dispatch.run_method` itself, with a transport that stops
+    the run at its first message: a method the dispatch refuses raises ``ValueError``
+    first. So a study's private federated EM rows run as soon as the dispatch takes ε.
+    """
+    try:
+        run_method(_ProbeTransport(), MethodSpec(method, n_components=1, epsilon=1.0, clip_bound=1.0), 0)  # type: ignore[arg-type]
+    except _Unreached:
+        return True
+    except ValueError:
+        return False
+    return True
+
+
+def skipped_private_variants(config: StudyConfig) -> list[str]:
+    """``"<method> at ε=…"`` for the swept ε a method cannot run with yet (left out of the grid)."""
+    eps = [float(e) for e in config.sweep.get("epsilon", ()) if not math.isinf(float(e))]
+    methods = [m for m in config.methods if m in RELEVANT["epsilon"] and not takes_epsilon(m)]
+    return [f"{LABELS.get(m, m)} at ε={', '.join(f'{e:g}' for e in eps)}" for m in methods] if eps else []
+
+
 def _ablation_label(values: dict[str, Any]) -> str:
     """The label suffix of the one-shot ablation sweeps (local strategy, aggregation, server starts)."""
     parts = []
@@ -234,6 +297,8 @@ def _ablation_label(values: dict[str, Any]) -> str:
         parts.append(str(values["aggregation"]))
     if "n_init" in values:
         parts.append(f"{values['n_init']} start" + ("s" if values["n_init"] != 1 else ""))
+    if "epsilon" in values:
+        parts.append("ε=∞" if values["epsilon"] is None or math.isinf(values["epsilon"]) else f"ε={values['epsilon']:g}")
     return f" [{', '.join(parts)}]" if parts else ""
 
 
@@ -301,6 +366,7 @@ def cell_key(
         "contamination": contamination, "contamination_settings": asdict(config.contamination) if contamination else None,
         "seed": seed, "partition": partition, "preprocessing": asdict(config.preprocessing),
         "test_fraction": config.test_fraction, "ood": list(config.ood_classes), "spec": spec,
+        **({"audit_holdout": config.audit_holdout} if config.audit_holdout else {}),
     })  # fmt: skip
 
 
@@ -393,9 +459,8 @@ def run_variant(config: StudyConfig, cell: DataCell, variant: Variant, key: str,
         comm = run.communication
         extra.update({k: v for k, v in run.extra.items() if k in ("synthetic_size", "n_components", "local_components", "n_rounds", "converged", "n_iter", "bic")})
         extra["excluded"] = [f"{r.source}: {r.status} ({r.reason})" for r in run.records if r.status != "ok"]
-        leak = upload_membership_auc(run, cell, X_test) if federated else None
-        if leak is not None:
-            extra["membership_auc"] = leak
+        if federated:
+            extra.update(membership_audit(run, cell, X_test, attacked="attack" in variant.settings))
         used = sum(1 for r in run.records if r.status == "ok") if run.records else len(cell.clients)
         times = (run.client_seconds, run.server_seconds, run.wall_seconds)
     except Exception as exc:  # a failing method is a result (NaN row with the reason), not a crash
@@ -447,6 +512,68 @@ def upload_membership_auc(run: MethodRun, cell: DataCell, X_test: np.ndarray) ->
         others = X_test[rng.choice(X_test.shape[0], m, replace=False)]
         aucs.append(likelihood_attack(model.state_, members, others, n_bootstrap=1, random_state=0).auc)
     return float(np.mean(aucs)) if aucs else None
+
+
+def membership_audit(run: MethodRun, cell: DataCell, X_test: np.ndarray, *, attacked: bool = False) -> dict[str, float]:
+    """Membership-attack read-outs of a federated run's releases, as fields of the row's ``extra``.
+
+    With held-out rows (``audit_holdout``): :func:`fedgmm.privacy.audit.audit_run` on each
+    upload (its client's rows against its held-out rows) and on the global model (all of
+    them pooled), both attacks — likelihood threshold and density ratio against a reference
+    fitted on test rows. Fields: ``membership_auc`` / ``membership_auc_ratio`` (mean over
+    uploads), ``membership_auc_max``, ``membership_tpr`` (mean TPR at 1% FPR, likelihood),
+    ``global_membership_auc`` / ``global_membership_auc_ratio``. Without held-out rows: the
+    uploads against the test rows (:func:`upload_membership_auc`) and the global model's
+    pooled training rows against the test rows (clean, honest cells only).
+    """
+    from fedgmm.privacy.audit import audit_run, fit_reference
+
+    out: dict[str, float] = {}
+    seed = np.random.SeedSequence([cell.seed, 0xA0D17, 2])
+    if cell.held_out is None:
+        leak = upload_membership_auc(run, cell, X_test)
+        if leak is not None:
+            out["membership_auc"] = leak
+        if run.model is not None and cell.contamination == 0 and not attacked:
+            pooled = np.vstack([_in_model_space(cell, X) for X in cell.clients if X.shape[0]])
+            audits = audit_run(run.model.state_, None, [pooled], X_test, n_bootstrap=1, random_state=np.random.default_rng(seed))
+            out["global_membership_auc"] = audits[-1].results[0].auc
+        return out
+    members = {i: _in_model_space(cell, X) for i, X in enumerate(cell.clients) if X.shape[0] >= 2 and cell.held_out[i].shape[0] >= 2}
+    non_members = {i: _in_model_space(cell, cell.held_out[i]) for i in members}
+    ids = run.extra.get("local_client_ids") or []
+    uploads = ({int(c): m.state_ for c, m in zip(ids, run.local_models, strict=True) if int(c) in members}
+               if len(ids) == len(run.local_models) else {})  # fmt: skip
+    if not members or (run.model is None and not uploads):
+        return out
+    if cell.reference is None:
+        rng = np.random.default_rng(seed)
+        ref_rows = X_test[rng.permutation(X_test.shape[0])[:REFERENCE_ROWS]]
+        cell.reference = fit_reference(ref_rows, random_state=cell.seed)
+    audits = audit_run(
+        run.model.state_ if run.model is not None else None, uploads, members, non_members, reference=cell.reference,
+        n_bootstrap=1, random_state=np.random.default_rng(seed),
+    )
+    ups = [a for a in audits if a.artefact == "upload"]
+    if ups:
+        lik = [a.results[0] for a in ups]
+        out["membership_auc"] = float(np.mean([r.auc for r in lik]))
+        out["membership_auc_max"] = float(np.max([r.auc for r in lik]))
+        out["membership_tpr"] = float(np.mean([r.tpr for r in lik]))
+        out["membership_auc_ratio"] = float(np.mean([a.results[1].auc for a in ups]))
+    for a in audits:
+        if a.artefact == "global":
+            out["global_membership_auc"] = a.results[0].auc
+            out["global_membership_auc_ratio"] = a.results[1].auc
+    return out
+
+
+#: Test rows the audit's reference density is fitted on (a seeded subsample).
+REFERENCE_ROWS = 4000
+
+
+def _in_model_space(cell: DataCell, X: np.ndarray) -> np.ndarray:
+    return cell.transform.apply(X) if cell.transform is not None else X
 
 
 def failed_row(
@@ -525,6 +652,8 @@ def run_study(
     if results.exists() and (cut := repair_truncated_tail(results)):
         console.print(f"[yellow]{results}: removed an incomplete last line ({cut} bytes) left by an interrupted run")
     done = _set_aside_stale_rows(results, wanted, console) if results.exists() else set()
+    for skipped in skipped_private_variants(config):
+        console.print(f"[yellow]skipped {skipped}: the dispatch does not take epsilon for it in this version")
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str), encoding="utf-8")
     outcome = StudyOutcome(results)
     total = len(cells) * len(variants)

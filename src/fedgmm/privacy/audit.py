@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -17,6 +18,8 @@ from fedgmm.mixture import MixtureState
 DEFAULT_FPR = 0.01
 #: Bootstrap resamples for the confidence intervals.
 DEFAULT_BOOTSTRAP = 200
+#: The attacks :func:`audit_run` knows, in the order it runs them.
+ATTACKS = ("likelihood", "density-ratio")
 
 
 class _Scorer(Protocol):
@@ -196,6 +199,7 @@ def audit_release(
     reference: Model | np.ndarray | None = None,
     fpr: float = DEFAULT_FPR,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
+    confidence: float = 0.95,
     random_state: SeedLike = 0,
 ) -> list[AttackResult]:
     """Run every attack on one released artefact.
@@ -212,8 +216,189 @@ def audit_release(
     m = min(len(members), len(non_members))
     members = np.asarray(members)[rng.permutation(len(members))[:m]]
     non_members = np.asarray(non_members)[rng.permutation(len(non_members))[:m]]
-    kw: dict[str, Any] = {"fpr": fpr, "n_bootstrap": n_bootstrap, "random_state": rng}
+    kw: dict[str, Any] = {"fpr": fpr, "n_bootstrap": n_bootstrap, "confidence": confidence, "random_state": rng}
     out = [likelihood_attack(model, members, non_members, **kw)]
     if reference is not None:
         out.append(density_ratio_attack(model, members, non_members, reference, **kw))
     return out
+
+
+@dataclass(frozen=True)
+class ArtefactAudit:
+    """The attacks on one released artefact of a run.
+
+    Attributes
+    ----------
+    artefact : str
+        ``"upload"`` (a client's local model, what the server received) or ``"global"``.
+    client : int or None
+        The uploading client's index; None for the global model.
+    results : tuple of AttackResult
+        One per attack, in :data:`ATTACKS` order (the density-ratio attack only with a reference).
+    """
+
+    artefact: str
+    client: int | None
+    results: tuple[AttackResult, ...]
+
+    @property
+    def name(self) -> str:
+        """``"global model"`` or ``"upload of client c"``."""
+        return "global model" if self.client is None else f"upload of client {self.client}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields (``results`` as a list of dicts)."""
+        return {"artefact": self.artefact, "client": self.client, "name": self.name,
+                "results": [r.to_dict() for r in self.results]}  # fmt: skip
+
+
+def _n_features(model: Model) -> int | None:
+    if isinstance(model, MixtureState):
+        return model.n_features
+    means = getattr(model, "means_", None)
+    return None if means is None else int(np.asarray(means).shape[1])
+
+
+def _rows(X: Any, what: str, d: int | None) -> np.ndarray:
+    A = np.asarray(X, dtype=np.float64)
+    if A.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array of rows, got shape {A.shape}.")
+    if A.shape[0] < 2:
+        raise ValueError(f"{what} has {A.shape[0]} row(s); an attack needs at least 2 members and 2 non-members.")
+    if d is not None and A.shape[1] != d:
+        raise ValueError(f"{what} has {A.shape[1]} features, the artefact {d}; pass rows in the model's coordinates.")
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{what} holds NaN or infinite values.")
+    return A
+
+
+def audit_run(
+    global_model: Model | None,
+    uploads: Mapping[int, Model] | None,
+    members: Sequence[np.ndarray] | Mapping[int, np.ndarray],
+    non_members: Sequence[np.ndarray] | Mapping[int, np.ndarray] | np.ndarray,
+    *,
+    reference: Model | np.ndarray | None = None,
+    fpr: float = DEFAULT_FPR,
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
+    confidence: float = 0.95,
+    random_state: SeedLike = 0,
+) -> list[ArtefactAudit]:
+    """Membership-inference audit of a run's released artefacts: every upload and the global model.
+
+    Each upload is attacked with its own client's member rows against that client's
+    non-member rows (held out, same distribution); the global model with all members
+    pooled against all non-members pooled. Both sides are subsampled to the same size
+    (:func:`audit_release`). The likelihood-threshold attack always runs; the DOMIAS-style
+    density-ratio attack runs when a ``reference`` is given (one reference density, fitted
+    once, serves every artefact).
+
+    Parameters
+    ----------
+    global_model : MixtureState, fitted estimator or None
+        The released global model (None: audit the uploads only).
+    uploads : mapping of int to MixtureState or fitted estimator, or None
+        Client index → the local model that client uploaded (e.g.
+        ``dict(zip(est.local_client_ids_, est.local_models_))`` of a fitted ``FedGenGMM``).
+    members : sequence or mapping of ndarray of shape (n_c, d)
+        Client index → the rows that client fitted on.
+    non_members : sequence or mapping of ndarray of shape (m_c, d), or one ndarray of shape (m, d)
+        Client index → held-out rows of that client's distribution, or one held-out set
+        shared by every artefact.
+    reference : MixtureState, fitted estimator, ndarray of shape (r, d), or None
+        The attacker's population density (or rows to fit it on with
+        :func:`fit_reference`), disjoint from members and non-members.
+    fpr, n_bootstrap, confidence
+        See :func:`evaluate_attack`.
+    random_state : int or Generator
+        Seeds the subsampling and the bootstrap of every artefact (the same seed, the same
+        intervals).
+
+    Returns
+    -------
+    list of ArtefactAudit
+        The uploads in client order, then the global model.
+
+    Raises
+    ------
+    ValueError
+        Nothing to audit, an upload without member rows, too few rows, or rows whose
+        width differs from the artefact's.
+    """
+    uploads = dict(uploads or {})
+    if global_model is None and not uploads:
+        raise ValueError("nothing to audit: give a global model, uploads, or both.")
+    mem = dict(members) if isinstance(members, Mapping) else dict(enumerate(members))
+    shared = isinstance(non_members, np.ndarray)
+    non: dict[int, Any] = {} if shared else (
+        dict(non_members) if isinstance(non_members, Mapping) else dict(enumerate(non_members)))  # type: ignore[arg-type]
+    if not mem:
+        raise ValueError("members is empty: give each client's member rows.")
+    for c in uploads:
+        if c not in mem:
+            raise ValueError(f"the upload of client {c} has no member rows; members has clients {sorted(mem)}.")
+        if not shared and c not in non:
+            raise ValueError(f"the upload of client {c} has no non-member rows; non_members has clients {sorted(non)}.")
+    if reference is not None and isinstance(reference, np.ndarray):
+        any_model = global_model if global_model is not None else next(iter(uploads.values()))
+        reference = fit_reference(_rows(reference, "the reference rows", _n_features(any_model)))
+    rng = as_generator(random_state)
+    kw: dict[str, Any] = {"reference": reference, "fpr": fpr, "n_bootstrap": n_bootstrap, "confidence": confidence}
+    out = []
+    for c in sorted(uploads):
+        d = _n_features(uploads[c])
+        m = _rows(mem[c], f"client {c}'s member rows", d)
+        n = _rows(non_members if shared else non[c], f"client {c}'s non-member rows", d)
+        out.append(ArtefactAudit("upload", int(c), tuple(audit_release(uploads[c], m, n, random_state=rng, **kw))))
+    if global_model is not None:
+        d = _n_features(global_model)
+        m = _rows(np.vstack([np.asarray(v, dtype=np.float64) for v in mem.values()]), "the pooled member rows", d)
+        pooled = non_members if shared else np.vstack([np.asarray(v, dtype=np.float64) for v in non.values()])
+        n = _rows(pooled, "the pooled non-member rows", d)
+        out.append(ArtefactAudit("global", None, tuple(audit_release(global_model, m, n, random_state=rng, **kw))))
+    return out
+
+
+def holdout_split(
+    clients: Sequence[np.ndarray], fraction: float, *, random_state: SeedLike = 0
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Split each client's rows into members (fitted on), non-members and reference rows.
+
+    ``fraction`` of each client's rows (seeded) is held out of the fit; half of those are
+    the client's non-members, the other half go to the attacker's reference set (pooled
+    by the caller), so members, non-members and reference are disjoint and of one
+    distribution per client.
+
+    Parameters
+    ----------
+    clients : sequence of ndarray of shape (n_c, d)
+    fraction : float
+        In (0, 1).
+    random_state : int or Generator
+
+    Returns
+    -------
+    members, non_members, reference : lists of ndarray, one per client
+
+    Raises
+    ------
+    ValueError
+        ``fraction`` out of range, or a client too small to keep 2 rows on every side.
+    """
+    if isinstance(fraction, bool) or not 0 < float(fraction) < 1:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction!r}.")
+    rng = as_generator(random_state)
+    members, non_members, reference = [], [], []
+    for i, X in enumerate(clients):
+        X = np.asarray(X, dtype=np.float64)
+        n_out = round(float(fraction) * X.shape[0])
+        if n_out < 4 or X.shape[0] - n_out < 2:
+            raise ValueError(
+                f"client {i} has {X.shape[0]} rows: holding out {fraction:g} of them leaves too few members or "
+                "non-members (at least 2 of each, and 2 reference rows); give it more rows or change the fraction."
+            )
+        order = rng.permutation(X.shape[0])
+        members.append(X[order[n_out:]])
+        non_members.append(X[order[: n_out // 2]])
+        reference.append(X[order[n_out // 2 : n_out]])
+    return members, non_members, reference
