@@ -163,3 +163,21 @@ def test_local_budget_and_fit_arguments_are_checked() -> None:
     for bad in ({"max_iter": 0}, {"first_fraction": 0.0}, {"second_fraction": 1.5}, {"prior_variance": 0.0}):
         with pytest.raises(ValueError):
             fit_dp_local(X, n_components=2, epsilon=1.0, delta=1e-5, **bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+def test_projection_keeps_released_parameters_inside_the_ball(ctype: str) -> None:
+    from fedgmm.privacy.dpem import project_to_ball
+
+    rng = np.random.default_rng(12)
+    k, d, bound = 3, 4, 2.0
+    a = rng.normal(size=(k, d, d)) * 10
+    full = a @ np.swapaxes(a, -1, -2)
+    cov = {"full": full, "tied": full[0], "diag": np.abs(rng.normal(size=(k, d))) * 100,
+           "spherical": np.array([0.1, 50.0, 1e4])}[ctype]
+    means, out = project_to_ball(rng.normal(size=(k, d)) * 100, cov, ctype, bound)  # type: ignore[arg-type]
+    assert np.all(np.linalg.norm(means, axis=1) <= bound + 1e-9)
+    variances = np.linalg.eigvalsh(out) if ctype in ("full", "tied") else out
+    assert variances.max() <= bound**2 + 1e-9 and variances.min() > 0
+    if ctype == "spherical":
+        assert out[0] == 0.1  # what is already feasible is left alone

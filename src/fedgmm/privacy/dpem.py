@@ -457,6 +457,37 @@ def _isotropic(k: int, d: int, covariance_type: CovarianceType, variance: float)
     }[covariance_type]()
 
 
+def project_to_ball(means: np.ndarray, cov: np.ndarray, covariance_type: CovarianceType, bound: float) -> tuple[np.ndarray, np.ndarray]:
+    """Project released parameters onto what rows clipped to radius ``bound`` can produce.
+
+    A mean of rows in the ball lies in the ball, and their variance along any direction is at
+    most ``bound²``: means are clipped to norm ``bound``, covariance eigenvalues (variances)
+    capped at ``bound²``. Post-processing of released values (no budget); it stops a
+    component whose noisy count is near zero from carrying a mean far outside the data.
+
+    Parameters
+    ----------
+    means : ndarray of shape (K, d)
+    cov : ndarray
+        Shape by ``covariance_type``.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    bound : float
+
+    Returns
+    -------
+    means, cov
+    """
+    means, _ = clip_rows(means, bound)
+    cap = bound**2
+    if covariance_type in ("full", "tied"):
+        w, v = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
+        cov = (v * np.minimum(w, cap)[..., None, :]) @ np.swapaxes(v, -1, -2)
+        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    else:
+        cov = np.minimum(cov, cap)
+    return means, cov
+
+
 def _convert_covariances(cov: np.ndarray, source: CovarianceType, target: CovarianceType, k: int, d: int) -> np.ndarray:
     """Covariances of type ``source`` as ``target`` (exact for a coarser source; else an average)."""
     if source == target:
@@ -515,7 +546,8 @@ def fit_dp_local(
        M-step. Then one final iteration: responsibilities under the steered model, noisy
        ``N_k``, ``Σ r ρ`` and second moments of ``covariance_type`` (most of the budget),
        :func:`noise_aware_m_step` with the conjugate :class:`Prior` ``Ψ = prior_variance · I``
-       (the whitened geometry).
+       (the whitened geometry); every M-step's output is projected onto what rows in the ball
+       can produce (:func:`project_to_ball`).
     4. One noise scale is calibrated by ``dp-accounting`` for the whole composition
        (:func:`local_releases`, shares from ``budget``); the spent ε is the accountant's.
 
@@ -618,7 +650,8 @@ def fit_dp_local(
         stats = centred_statistics(Xc, state, B_1, second_bound=B_2)
         noisy = add_noise(stats, steer, rng) if noise else stats
         step = noise_aware_m_step(noisy, prior)
-        state = MixtureState.from_covariances(step.weights, step.means + state.means, step.covariances, "spherical")
+        means, covs = project_to_ball(step.means + state.means, step.covariances, "spherical", B)
+        state = MixtureState.from_covariances(step.weights, means, covs, "spherical")
     ntype = covariance_type if noise_covariance_type is None else noise_covariance_type
     check_covariance_type(ntype)
     stats = centred_statistics(Xc, state, B_1, second_bound=B_2, covariance_type=ntype)
@@ -626,9 +659,10 @@ def fit_dp_local(
     noisy_count = max(float(np.sum(noisy.nk)), 1.0)
     step = noise_aware_m_step(noisy, prior)
     covs = _convert_covariances(step.covariances, ntype, covariance_type, n_components, d)
+    means, covs = project_to_ball(step.means + state.means, covs, covariance_type, B)
     if reg_covar:
         covs = covs + (reg_covar * np.eye(d) if covariance_type in ("full", "tied") else reg_covar)
-    state = MixtureState.from_covariances(step.weights, step.means + state.means, covs, covariance_type)
+    state = MixtureState.from_covariances(step.weights, means, covs, covariance_type)
     out = _affine_state(state, scale_vec) if feature_scale is not None else state
     return DPFitResult(out, spent, delta, max_iter, final, B, n_clipped, noisy_count)
 
