@@ -116,14 +116,14 @@ def test_centred_statistics_move_by_at_most_the_residual_bound(ctype: str) -> No
 def test_local_fit_spends_what_dp_accounting_says_for_its_releases() -> None:
     import dp_accounting as dpa
 
-    from fedgmm.privacy.dpem import local_releases
+    from fedgmm.privacy.dpem import DEFAULT_LOCAL_BUDGET, local_releases
 
     X = _blobs(np.random.default_rng(8))
     res = fit_dp_local(X, n_components=2, epsilon=4.0, delta=1e-5, max_iter=3, random_state=0)
     assert 3.9 < res.epsilon <= 4.0
     # The same composition, built directly in dp-accounting from the released noise multipliers:
     # per iteration N_k (count), and so on, each a Gaussian mechanism of multiplier σ / Δ.
-    shape = local_releases(3, dpem_default_budget(), 1.0)
+    shape = local_releases(3, DEFAULT_LOCAL_BUDGET, 1.0)
     scale = res.noise.count / shape[0].noise_multiplier  # σ_N / Δ_N = scale · ratio, Δ_N = 1
     acc = dpa.pld.PLDAccountant(value_discretization_interval=1e-3)
     acc.compose(dpa.ComposedDpEvent([
@@ -132,12 +132,6 @@ def test_local_fit_spends_what_dp_accounting_says_for_its_releases() -> None:
     assert acc.get_epsilon(1e-5) == pytest.approx(res.epsilon, rel=1e-3)
     # The second moments get the largest share: the smallest noise multiplier.
     assert res.noise.second / res.bound**2 == pytest.approx(min(scale * r.noise_multiplier for r in shape), rel=1e-6)
-
-
-def dpem_default_budget():  # noqa: ANN201
-    from fedgmm.privacy.dpem import DEFAULT_LOCAL_BUDGET
-
-    return DEFAULT_LOCAL_BUDGET
 
 
 def test_noise_off_is_reported_as_not_private() -> None:
