@@ -13,7 +13,7 @@ from fedgmm.federated.messages import STATUS_EXCLUDED, STATUS_OK, LocalModelRepl
 
 #: Local K of a DP local fit (every component pays noise on its statistics), capped at the
 #: asked-for K. A data-independent choice: no budget is spent on selecting it. Measured for
-#: issue 10 at ε = 8 (FedGenGMM's gap to centralized, nats/sample): K = 4 → 11.9, 8 → 12.0.
+#: issue 10 at ε = 8 (FedGenGMM's gap to centralized, nats/sample; ν = 5, random start): K = 4 → 11.9, 8 → 12.0.
 DP_LOCAL_COMPONENTS = 4
 #: What every DP run records as its guarantee (with its epsilon and delta).
 GUARANTEE = {
