@@ -65,3 +65,19 @@ def test_one_row_moves_each_statistic_by_at_most_its_sensitivity(ctype: str) -> 
     assert worst[2] <= sens.second + 1e-9
     # The bounds are not vacuous: a single component state attains them.
     assert worst[1] > 0.3 * sens.first
+
+
+def test_chi_bound_is_the_chi_quantile_of_a_standard_normal_row() -> None:
+    from scipy.stats import chi
+
+    from fedgmm.privacy.clipping import chi_bound
+
+    assert chi_bound(16, 0.9) == pytest.approx(chi.ppf(0.9, 16))
+    assert chi_bound(16, 0.5) < chi_bound(16, 0.9) < chi_bound(16, 0.99) < chi_bound(32, 0.99)
+    # What it promises: about that share of standard-normal rows is left whole.
+    rows = np.random.default_rng(0).standard_normal((20000, 16))
+    kept = float(np.mean(np.linalg.norm(rows, axis=1) <= chi_bound(16, 0.9)))
+    assert kept == pytest.approx(0.9, abs=0.01)
+    for bad in ((0, 0.9), (4, 0.0), (4, 1.0)):
+        with pytest.raises(ValueError):
+            chi_bound(*bad)

@@ -99,15 +99,79 @@ def test_centred_statistics_move_by_at_most_the_residual_bound(ctype: str) -> No
            "diag": np.ones((k, d)), "spherical": np.ones(k)}[ctype]
     state = MixtureState.from_covariances(np.full(k, 1 / k), rng.normal(size=(k, d)), cov, ctype)  # type: ignore[arg-type]
     base = rng.normal(size=(40, d)) * 2
-    a = centred_statistics(base, state, B_r)
-    sens = Sensitivity(B_r)
-    for _ in range(30):
-        row = rng.normal(size=(1, d)) * rng.choice([0.5, 3.0, 20.0])
-        b = centred_statistics(np.vstack([base, row]), state, B_r)
-        assert np.linalg.norm(b.nk - a.nk) <= sens.count + 1e-9
-        assert np.linalg.norm(b.sx - a.sx) <= sens.first + 1e-9
-        diff = b.sxx - a.sxx
-        if ctype in ("full", "tied"):
-            iu = np.triu_indices(d)
-            diff = diff[..., iu[0], iu[1]]
-        assert np.linalg.norm(diff) <= sens.second + 1e-9
+    for B_2 in (B_r, 0.5):  # one radius, or a tighter one for the second moments
+        a = centred_statistics(base, state, B_r, second_bound=B_2)
+        for _ in range(30):
+            row = rng.normal(size=(1, d)) * rng.choice([0.5, 3.0, 20.0])
+            b = centred_statistics(np.vstack([base, row]), state, B_r, second_bound=B_2)
+            assert np.linalg.norm(b.nk - a.nk) <= Sensitivity(B_r).count + 1e-9
+            assert np.linalg.norm(b.sx - a.sx) <= Sensitivity(B_r).first + 1e-9
+            diff = b.sxx - a.sxx
+            if ctype in ("full", "tied"):
+                iu = np.triu_indices(d)
+                diff = diff[..., iu[0], iu[1]]
+            assert np.linalg.norm(diff) <= Sensitivity(B_2).second + 1e-9
+
+
+def test_local_fit_spends_what_dp_accounting_says_for_its_releases() -> None:
+    import dp_accounting as dpa
+
+    from fedgmm.privacy.dpem import DEFAULT_LOCAL_BUDGET, local_releases
+
+    X = _blobs(np.random.default_rng(8))
+    res = fit_dp_local(X, n_components=2, epsilon=4.0, delta=1e-5, max_iter=3, random_state=0)
+    assert 3.9 < res.epsilon <= 4.0
+    # The same composition, built directly in dp-accounting from the released noise multipliers:
+    # per iteration N_k (count), and so on, each a Gaussian mechanism of multiplier σ / Δ.
+    shape = local_releases(3, DEFAULT_LOCAL_BUDGET, 1.0)
+    scale = res.noise.count / shape[0].noise_multiplier  # σ_N / Δ_N = scale · ratio, Δ_N = 1
+    acc = dpa.pld.PLDAccountant(value_discretization_interval=1e-3)
+    acc.compose(dpa.ComposedDpEvent([
+        dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(scale * r.noise_multiplier), r.count) for r in shape
+    ]))
+    assert acc.get_epsilon(1e-5) == pytest.approx(res.epsilon, rel=1e-3)
+    # The second moments get the largest share: the smallest noise multiplier.
+    assert res.noise.second / res.bound**2 == pytest.approx(min(scale * r.noise_multiplier for r in shape), rel=1e-6)
+
+
+def test_noise_off_is_reported_as_not_private() -> None:
+    X = _blobs(np.random.default_rng(9))
+    res = fit_dp_local(X, n_components=2, epsilon=1.0, delta=1e-5, noise=False, random_state=0)
+    assert res.epsilon == np.inf and res.noise.second == 0.0
+
+
+def test_coarser_noise_shape_is_released_in_the_asked_type() -> None:
+    X = _blobs(np.random.default_rng(10))
+    res = fit_dp_local(X, n_components=3, epsilon=8.0, delta=1e-5, noise_covariance_type="tied", random_state=0)
+    cov = res.state.covariances
+    assert res.state.covariance_type == "full" and cov.shape == (3, 3, 3)
+    np.testing.assert_allclose(cov, np.broadcast_to(cov[0], cov.shape))
+
+
+def test_local_budget_and_fit_arguments_are_checked() -> None:
+    from fedgmm.privacy.dpem import LocalBudget
+
+    with pytest.raises(ValueError, match="final_second"):
+        LocalBudget(final_second=0.0)
+    X = _blobs(np.random.default_rng(11))
+    for bad in ({"max_iter": 0}, {"first_fraction": 0.0}, {"second_fraction": 1.5}, {"prior_variance": 0.0}):
+        with pytest.raises(ValueError):
+            fit_dp_local(X, n_components=2, epsilon=1.0, delta=1e-5, **bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+def test_projection_keeps_released_parameters_inside_the_ball(ctype: str) -> None:
+    from fedgmm.privacy.dpem import project_to_ball
+
+    rng = np.random.default_rng(12)
+    k, d, bound = 3, 4, 2.0
+    a = rng.normal(size=(k, d, d)) * 10
+    full = a @ np.swapaxes(a, -1, -2)
+    cov = {"full": full, "tied": full[0], "diag": np.abs(rng.normal(size=(k, d))) * 100,
+           "spherical": np.array([0.1, 50.0, 1e4])}[ctype]
+    means, out = project_to_ball(rng.normal(size=(k, d)) * 100, cov, ctype, bound)  # type: ignore[arg-type]
+    assert np.all(np.linalg.norm(means, axis=1) <= bound + 1e-9)
+    variances = np.linalg.eigvalsh(out) if ctype in ("full", "tied") else out
+    assert variances.max() <= bound**2 + 1e-9 and variances.min() > 0
+    if ctype == "spherical":
+        assert out[0] == 0.1  # what is already feasible is left alone

@@ -11,6 +11,39 @@ import numpy as np
 #: unit variance per feature ``E‖x‖² = d``, so ``1.5·sqrt(d)`` keeps almost every row of
 #: well-behaved data whole.
 DEFAULT_CLIP_FACTOR = 1.5
+#: Default clipping radius of DP-EM in whitened coordinates, as a quantile of the chi
+#: distribution with d degrees of freedom (the norm of a standard normal row); measured
+#: for issue 10 with ``benchmarks/privacy_dpem.py``.
+DEFAULT_CLIP_QUANTILE = 0.9
+
+
+def chi_bound(n_features: int, quantile: float = DEFAULT_CLIP_QUANTILE) -> float:
+    """A clipping radius that is a public function of the dimension only.
+
+    After the federation's standardisation + PCA + whitening, a row has (about) identity
+    covariance, so for Gaussian-like data ``‖x‖²`` is about ``χ²_d``. ``B`` is the
+    ``quantile`` quantile of ``‖x‖`` under that model: ``B = sqrt(F⁻¹_{χ²_d}(quantile))``.
+    It uses no client row, so clipping to it keeps the DP guarantee whatever the data are;
+    only the utility depends on how well the model fits (heavier tails: more rows clipped).
+
+    Parameters
+    ----------
+    n_features : int
+        d.
+    quantile : float
+        In (0, 1).
+
+    Returns
+    -------
+    float
+    """
+    from scipy.stats import chi2
+
+    if n_features < 1:
+        raise ValueError(f"n_features must be >= 1, got {n_features}.")
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}.")
+    return float(math.sqrt(chi2.ppf(quantile, n_features)))
 
 
 def norm_bound(n_features: int, *, variances: np.ndarray | None = None, factor: float = DEFAULT_CLIP_FACTOR) -> float:
