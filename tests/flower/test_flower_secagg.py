@@ -21,6 +21,8 @@ from fedgmm.flower.secure import (
     SecureFlowerTransport,
     SecureSettings,
     block_scales,
+    decode_limbs,
+    encode_limbs,
     error_bounds,
     loglik_range,
     quantization_range,
@@ -53,6 +55,29 @@ def test_the_sum_of_quantised_entries_never_wraps_the_modulus() -> None:
         assert n * q < MODULUS and q <= 2**31 - 1  # Flower's stochastic rounding casts to int32
     with pytest.raises(ValueError, match="n_clients"):
         quantization_range(0)
+
+
+def test_two_limbs_put_the_high_limb_exactly_on_flowers_grid_and_sum_below_the_bound() -> None:
+    from flwr.common.secure_aggregation.quantization import dequantize, quantize
+
+    rng = np.random.default_rng(4)
+    n, q = 3, quantization_range(3)
+    vectors = [np.concatenate([rng.uniform(-1, 1, 500), [-1.0, 1.0, 0.0]]) for _ in range(n)]
+    encoded = [encode_limbs(v, q, 2) for v in vectors]
+    for e in encoded:
+        high = e[: e.size // 2]
+        assert np.all(np.abs(e) <= 1.0)
+        levels = (high + 1.0) * (q / 2)
+        assert np.array_equal(levels, np.round(levels))  # on the grid: Flower's rounding is exact
+        assert np.array_equal(quantize([high], 1.0, q)[0], levels.astype(np.int64))
+    summed_q = sum(quantize([e], 1.0, q)[0].astype(np.int64) for e in encoded)
+    assert summed_q.max() < MODULUS
+    dequantised = dequantize([summed_q], 1.0, q)[0] - (n - 1)  # as the unmask stage does
+    truth = np.sum(vectors, axis=0)
+    two = np.abs(decode_limbs(dequantised, q, 2, n) - truth).max()
+    one = np.abs(dequantize([sum(quantize([v], 1.0, q)[0].astype(np.int64) for v in vectors)], 1.0, q)[0] - (n - 1) - truth)
+    assert two <= n * (2.0 / q**2 + 64 * np.finfo(float).eps)
+    assert one.max() <= n * 2.0 / q and one.max() > 100 * two  # one limb: coarser, within its bound
 
 
 def test_loglik_range_holds_for_rows_within_the_bound() -> None:
@@ -91,20 +116,22 @@ def test_a_client_vector_unscales_exactly_and_out_of_bound_clients_refuse() -> N
 
 
 @pytest.mark.usefixtures("task_identity")
-def test_secure_sum_over_the_client_app_equals_the_plain_sum_within_the_bound(blobs_config: dict[str, Any]) -> None:
+@pytest.mark.parametrize("limbs", [1, 2])
+def test_secure_sum_over_the_client_app_equals_the_plain_sum_within_the_bound(blobs_config: dict[str, Any], limbs: int) -> None:
     rng = np.random.default_rng(2)
     state = MixtureState.from_covariances(np.full(4, 0.25), rng.normal(scale=5.0, size=(4, 2)), np.ones((4, 2)) * 4.0, "diag")
     shift = reference_point(state)
     request = encode_request(EM_STATISTICS, {"covariance-type": "diag"}, {**state_arrays(state), "shift": shift})
     grid = FakeGrid(partition_nodes(), blobs_config)
-    transport = SecureFlowerTransport(grid, list(grid.contexts), timeout=5.0, secure=SecureSettings(ROW_BOUND, MAX_SAMPLES))
+    transport = SecureFlowerTransport(grid, list(grid.contexts), timeout=5.0,
+                                      secure=SecureSettings(ROW_BOUND, MAX_SAMPLES, limbs=limbs))  # fmt: skip
     replies = transport.exchange(EM_STATISTICS, request)
     assert len(replies) == 1 and replies[0].n_clients == 3 and replies[0].client_id is None
     got = decode_statistics(replies[0].content, covariance_type="diag", n_components=4, n_features=2, shift=shift)
     assert got.client_id == AGGREGATE_CLIENT_ID and got.stats is not None
     parts = [e_step(x, state, shift=shift) for x in clients(blobs_config)]
     plain = sum(parts, SufficientStatistics.zeros(4, 2, "diag", shift))
-    bound = error_bounds(block_scales(state, shift, transport.secure), 3, quantization_range(3))
+    bound = error_bounds(block_scales(state, shift, transport.secure), 3, quantization_range(3), limbs)
     assert got.stats.n_samples == plain.n_samples
     assert np.max(np.abs(got.stats.nk - plain.nk)) <= 6 * bound["nk"]  # K + 2 steps: floor and rescale to N
     assert np.max(np.abs(got.stats.sx - plain.sx)) <= bound["first_moment"]
@@ -112,7 +139,7 @@ def test_secure_sum_over_the_client_app_equals_the_plain_sum_within_the_bound(bl
     assert abs(got.stats.log_likelihood - plain.log_likelihood) <= bound["log_likelihood"]
     assert not np.array_equal(got.stats.sx, plain.sx)  # it went through the quantiser
     record = transport.secure_rounds[0]
-    assert record.contributors == [0, 1, 2] and record.failed == {} and record.messages == 4 and record.limbs == 2
+    assert record.contributors == [0, 1, 2] and record.failed == {} and record.messages == 4 and record.limbs == limbs
     assert record.quantization_range == quantization_range(3)
     plain_bytes = FlowerTransport(FakeGrid(partition_nodes(), blobs_config), list(grid.contexts), timeout=5.0)
     plain_bytes.exchange(EM_STATISTICS, request)
@@ -195,45 +222,47 @@ def test_run_config_secure_aggregation_is_for_federated_em_with_a_row_bound() ->
 def test_secagg_on_real_processes_gives_the_plain_sum_and_model_within_the_bound(
     tmp_path: Path, blobs_config: dict[str, Any]
 ) -> None:
+    """A SuperLink and 3 SuperNodes on loopback; the plain run is the in-process runner's (the deployment tests
+    show it equals the plain Flower run to 1e-8)."""
+    from flower_testing import inprocess_reference
     from test_flower_deployment import partition_configs, running
 
     from fedgmm.flower.control import COMPLETED
     from fedgmm.flower.federation import LocalFederation
     from fedgmm.model_io import load_mixture
 
-    base = {**blobs_config, "algorithm": "fedem", "covariance-type": "full", "max-rounds": 1, "tol": 1e-12,
+    base = {**blobs_config, "algorithm": "fedem", "covariance-type": "full", "max-rounds": 1, "round-tol": 1e-12,
             "wait-timeout": 60.0, "round-timeout": 120.0, "min-replies": 3}  # fmt: skip
-    summaries, models = {}, {}
+    config = {**base, "secure-aggregation": True, "secure-row-bound": ROW_BOUND, "secure-max-samples": MAX_SAMPLES,
+              "output-dir": str(tmp_path / "secure")}  # fmt: skip
     with running(LocalFederation(tmp_path / "fed", partition_configs(3))) as fed:
-        for name, extra in (("plain", {}), ("secure", {"secure-aggregation": True, "secure-row-bound": ROW_BOUND,
-                                                       "secure-max-samples": MAX_SAMPLES})):
-            out = tmp_path / name
-            run_id = fed.submit({**base, **extra, "output-dir": str(out)})
-            record = fed.wait(run_id, timeout=300, output_dir=out)
-            assert record["status"] == COMPLETED, (record, (out / "summary.json").read_text()[-2000:])
-            summaries[name] = json.loads((out / "summary.json").read_text())
-            models[name] = load_mixture(out / "model.npz")[0]
-    plain, secure = summaries["plain"], summaries["secure"]
-    assert "secure_aggregation" not in plain and secure["clients_used"] == plain["clients_used"] == 3
+        run_id = fed.submit(config)
+        record = fed.wait(run_id, timeout=400, output_dir=tmp_path / "secure")
+        assert record["status"] == COMPLETED, (record, (tmp_path / "secure" / "summary.json").read_text()[-2000:])
+    secure = json.loads((tmp_path / "secure" / "summary.json").read_text())
+    a = load_mixture(tmp_path / "secure" / "model.npz")[0]
+    plain_run, _, _ = inprocess_reference(base)
+    b = plain_run.model.state_
+    assert secure["clients_used"] == 3
     (round_,) = secure["secure_aggregation"]["rounds"]
     assert round_["contributors"] == [0, 1, 2] and round_["failed"] == {} and round_["limbs"] == 2
     assert round_["messages"] == 4  # setup, share keys, collect masked vectors, unmask
     bound = round_["error_bounds"]
-    # Both runs start from the same mixture (the plain initialisation upload), so round 1 sums the same statistics.
+    # Both runs start from the same mixture (the initialisation upload), so round 1 sums the same statistics.
     n = sum(len(x) for x in clients(base))
     assert round_["n_samples"] == n
-    n_plain = plain["history"][0]["log_likelihood"] * n
+    n_plain = plain_run.history[0].log_likelihood * n
     assert abs(round_["log_likelihood"] - n_plain) <= bound["log_likelihood"]
     assert abs(secure["history"][0]["log_likelihood"] * n - n_plain) <= bound["log_likelihood"]
     # The model is one M-step of the sum: weights N_k / N and means s + Σ r x̃ / N_k, with |Σ r x̃ / N_k| <= R.
-    a, b = models["secure"], models["plain"]
     k = a.n_components
     nk = np.asarray(b.weights) * n
     assert np.max(np.abs(np.asarray(a.weights) - b.weights)) <= (k + 2) * bound["nk"] / n + 1e-15
     reach = ROW_BOUND + float(np.linalg.norm(b.means, axis=1).max())
     tol_means = (bound["first_moment"] + reach * (k + 2) * bound["nk"]) / nk + 1e-12
     assert np.all(np.max(np.abs(a.means - b.means), axis=1) <= tol_means)
-    assert not np.array_equal(a.means, b.means)  # quantised, not the plain path
-    traffic = {name: s["total"] for name, s in summaries.items()}
-    assert traffic["secure"]["bytes_up"] > traffic["plain"]["bytes_up"]
-    assert traffic["secure"]["bytes_down"] > traffic["plain"]["bytes_down"]
+    # Bytes: the initialisation round is the plain one; the EM round carries all four SecAgg+ stages.
+    plain_em = [r for r in plain_run.communication.per_round if r.kind == EM_STATISTICS]
+    secure_em = [r for r in secure["per_round"] if r["kind"] == EM_STATISTICS]
+    assert secure_em[0]["bytes_up"] > plain_em[0].bytes_up and secure_em[0]["bytes_down"] > plain_em[0].bytes_down
+    assert secure["per_round"][0]["bytes_up"] == plain_run.communication.per_round[0].bytes_up

@@ -445,8 +445,8 @@ class _ObservedGrid:
         self.stages += 1
         for m in messages:
             self.sent[m.metadata.dst_node_id] = self.sent.get(m.metadata.dst_node_id, 0) + payload_nbytes(m.content)
-        targets = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        targets = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # ids are set when pushed
         answered = set()
         for r in replies:
             nid = targets.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
