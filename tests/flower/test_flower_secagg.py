@@ -185,6 +185,17 @@ def test_a_client_that_drops_out_is_recorded_and_the_sum_is_over_the_others(blob
 
 
 @pytest.mark.usefixtures("task_identity")
+def test_fewer_than_three_nodes_get_no_secure_round(blobs_config: dict[str, Any]) -> None:
+    grid = FakeGrid(partition_nodes(2), blobs_config)
+    transport = SecureFlowerTransport(grid, list(grid.contexts), timeout=5.0, secure=SecureSettings(ROW_BOUND, MAX_SAMPLES))
+    state = MixtureState.from_covariances(np.full(2, 0.5), np.zeros((2, 2)), np.ones((2, 2)), "diag")
+    request = encode_request(EM_STATISTICS, {"covariance-type": "diag"}, {**state_arrays(state), "shift": np.zeros(2)})
+    replies = transport.exchange(EM_STATISTICS, request)
+    assert [r.content for r in replies] == [None, None] and grid.sent == []
+    assert all("at least 3 nodes online, 2 are" in r.error for r in replies)
+
+
+@pytest.mark.usefixtures("task_identity")
 def test_secure_federated_em_matches_the_plain_run(blobs_config: dict[str, Any]) -> None:
     runs = {}
     for secure in (False, True):

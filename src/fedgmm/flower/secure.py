@@ -106,6 +106,11 @@ CLIPPING_RANGE = 1.0
 MAX_WEIGHT = 1.0
 #: Fraction of a node's neighbours whose shares rebuild its masks (SecAgg+'s ``reconstruction_threshold``).
 RECONSTRUCTION_THRESHOLD = 0.6
+#: Fewest nodes a secure round runs with. Flower seeds every mask's generator with 32 bits (the
+#: key XOR-folded, ``flwr/common/secure_aggregation/secaggplus_utils.py``, ``pseudo_rand_gen``):
+#: the server, which learns a node's private mask seed in the unmask stage, is left with that
+#: node's ``n − 1`` pairwise masks, ``2^(32(n−1))`` guesses: cheap for 2 nodes.
+MIN_SECURE_NODES = 3
 #: Client id of the reply that stands for a secure sum (above every real client id).
 AGGREGATE_CLIENT_ID = 2**31
 #: Request keys of the scales (floats), sent with every secure request.
@@ -554,9 +559,12 @@ class SecureFlowerTransport(FlowerTransport):
             else:
                 targets.append(nid)
         record_ = SecureRound(self.rounds)
-        if len(targets) < 2:
+        if len(targets) < MIN_SECURE_NODES:
             for nid in targets:
-                replies.append(self._fail(nid, kind, "secure aggregation needs at least 2 nodes online", lose=False))
+                replies.append(self._fail(
+                    nid, kind, f"secure aggregation needs at least {MIN_SECURE_NODES} nodes online, {len(targets)} are",
+                    lose=False,
+                ))  # fmt: skip
         else:
             replies += self._secure_round(kind, request, targets, record_)
         self.secure_rounds.append(record_)
