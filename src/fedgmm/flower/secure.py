@@ -51,6 +51,7 @@ impossible on a sum; the checks of a single contribution still run on it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,7 @@ from fedgmm.federated.messages import (
     decode_request,
     encode_request,
     encode_statistics,
+    payload_nbytes,
     state_from_arrays,
 )
 from fedgmm.federated.transport import Reply
@@ -444,8 +446,6 @@ class _ObservedGrid:
         self.stages = 0
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        from fedgmm.federated.messages import payload_nbytes
-
         messages = list(messages)
         self.stages += 1
         for m in messages:
@@ -544,8 +544,6 @@ class SecureFlowerTransport(FlowerTransport):
         """Plain :meth:`FlowerTransport.exchange`, except for ``em-statistics`` (the secure sum)."""
         if kind != EM_STATISTICS:
             return super().exchange(kind, request)
-        import time
-
         start = time.perf_counter()
         self.rounds += 1
         online = {int(n) for n in self.grid.get_node_ids()}
