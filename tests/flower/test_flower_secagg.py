@@ -215,6 +215,23 @@ def test_secure_federated_em_matches_the_plain_run(blobs_config: dict[str, Any])
     np.testing.assert_allclose(secure.state.weights, plain.state.weights, atol=1e-6)
 
 
+@pytest.mark.usefixtures("task_identity")
+def test_the_job_records_secure_aggregation_in_its_summary(blobs_config: dict[str, Any]) -> None:
+    from fedgmm.flower.job import run_job
+
+    config = {**blobs_config, "algorithm": "fedem", "max-rounds": 2, "secure-aggregation": True,
+              "secure-row-bound": ROW_BOUND, "secure-max-samples": MAX_SAMPLES}  # fmt: skip
+    summary = run_job(FakeGrid(partition_nodes(), config), config)
+    assert summary["status"] == "completed" and summary["clients_used"] == 3
+    secure = summary["secure_aggregation"]
+    assert (secure["row_bound"], secure["max_samples"], secure["limbs"]) == (ROW_BOUND, MAX_SAMPLES, 2)
+    assert [r["contributors"] for r in secure["rounds"]] == [[0, 1, 2]] * 2
+    assert [h["n_clients"] for h in summary["history"]] == [3, 3]
+    sums = [c for c in summary["clients"] if c["client_id"] == AGGREGATE_CLIENT_ID]
+    assert [c["source"] for c in sums] == ["secure sum of 3 client(s)"] and sums[0]["status"] == "ok"
+    json.dumps(summary)  # JSON-ready
+
+
 def test_run_config_secure_aggregation_is_for_federated_em_with_a_row_bound() -> None:
     base = {**DEFAULTS, "algorithm": "fedem"}
     assert RunSettings.from_run_config(base).secure_aggregation is False
@@ -226,6 +243,9 @@ def test_run_config_secure_aggregation_is_for_federated_em_with_a_row_bound() ->
         RunSettings.from_run_config({**DEFAULTS, "secure-aggregation": True, "secure-row-bound": 8.0})
     with pytest.raises(SettingsError, match="secure-max-samples"):
         RunSettings.from_run_config({**base, "secure-max-samples": 0})
+    with pytest.raises(SettingsError, match="'secure-limbs' must be 1 or 2"):
+        RunSettings.from_run_config({**base, "secure-limbs": 3})
+    assert RunSettings.from_run_config({**base, "secure-limbs": 1}).secure_limbs == 1
 
 
 # ----------------------------------------------------------------------------- real processes
