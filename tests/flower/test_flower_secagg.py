@@ -216,6 +216,24 @@ def test_secure_federated_em_matches_the_plain_run(blobs_config: dict[str, Any])
 
 
 @pytest.mark.usefixtures("task_identity")
+def test_a_forged_contribution_fails_the_secure_round_where_the_plain_one_rejects_just_it(
+    blobs_config: dict[str, Any],
+) -> None:
+    from fedgmm.exceptions import FederationError
+
+    nodes = partition_nodes()
+    nodes[8000] = {**nodes[8000], "attack": "forged-statistics:sxx-offdiag:1e4"}  # within the bounds
+    plain = run_federated_em(FlowerTransport(FakeGrid(nodes, blobs_config), list(nodes), timeout=5.0),
+                             n_components=4, max_rounds=2, min_clients=2)  # fmt: skip
+    assert plain.records["client 1"].status == "rejected" and [h.n_clients for h in plain.history] == [2, 2]
+    grid = FakeGrid(nodes, blobs_config)
+    transport = SecureFlowerTransport(grid, list(nodes), timeout=5.0, secure=SecureSettings(ROW_BOUND, MAX_SAMPLES))
+    with pytest.raises(FederationError, match="robust checks kept no client"):  # the culprit cannot be told apart
+        run_federated_em(transport, n_components=4, max_rounds=2, min_clients=2)
+    assert transport.secure_rounds[-1].projected is False  # beyond the quantisation error: passed on as sent
+
+
+@pytest.mark.usefixtures("task_identity")
 def test_the_job_records_secure_aggregation_in_its_summary(blobs_config: dict[str, Any]) -> None:
     from fedgmm.flower.job import run_job
 
