@@ -211,16 +211,19 @@ def run_federated_em(
         ), records)
         merged: list[SufficientStatistics] = []
         ids: list[int] = []
+        weights: list[int] = []  # clients per reply: a secure aggregate stands for all its contributors
         for reply, stat in usable:
             assert stat.stats is not None
             merged.append(stat.stats)
             ids.append(stat.client_id)
+            weights.append(reply.n_clients)
             records[reply.source] = ClientRecord(
                 reply.source, stat.client_id, "ok", "", stat.stats.n_samples, n_components
             )
-        require_clients(len(merged), min_clients, f"federated EM round {n_round}", records)
+        require_clients(sum(weights), min_clients, f"federated EM round {n_round}", records)
         total, flagged = _combine(merged, ids, state, shift, robust, records, n_round)
-        n_kept = len(merged) - sum(d.action == "rejected" for d in flagged)
+        rejected = {d.client_id for d in flagged if d.action == "rejected"}
+        n_kept = sum(w for w, i in zip(weights, ids, strict=True) if i not in rejected)
         require_clients(n_kept, min_clients, f"federated EM round {n_round}", records)
         prev = lower_bound
         lower_bound = total.log_likelihood / total.n_samples

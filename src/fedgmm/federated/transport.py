@@ -26,12 +26,16 @@ class Reply:
         The reply; None when the client failed, timed out or was lost.
     error : str
         Why there is no content (empty when there is).
+    n_clients : int
+        Clients whose statistics the content sums: 1, or all contributors of a secure
+        aggregate (:mod:`fedgmm.flower.secure`), which counts for all of them.
     """
 
     source: str
     client_id: int | None
     content: RecordDict | None
     error: str = ""
+    n_clients: int = 1
 
 
 @dataclass

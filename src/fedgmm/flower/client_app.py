@@ -6,11 +6,13 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from fedgmm.attacks import attack_layers, parse_attack
 from fedgmm.federated.client import DOWNLOAD, EM_STATISTICS, FIT_LOCAL, MOMENTS, handle_request
 from fedgmm.federated.messages import decode_request
+from fedgmm.flower.secure import serve_secure
 from fedgmm.flower.settings import SettingsError
 from fedgmm.flower.store import StateStore
 from fedgmm.flower.task import node_data
@@ -44,13 +46,18 @@ def serve(kind: str, message: Message, context: Context) -> Message:
         The reply. Exceptions propagate: Flower turns them into an error reply that the
         server records against this node.
     """
-    requested = decode_request(message.content)[0]
+    return Message(content=answer(kind, message.content, context), reply_to=message)
+
+
+def answer(kind: str, request: RecordDict, context: Context) -> RecordDict:
+    """The reply content to ``request`` (a ``kind`` request) from this node's data and state."""
+    requested = decode_request(request)[0]
     if requested != kind:
-        raise ValueError(f"a {message.metadata.message_type!r} message carries a {requested!r} request.")
+        raise ValueError(f"a {kind!r} message carries a {requested!r} request.")
     data = node_data(context.node_config, context.run_config)
     store = StateStore(context.state)
-    reply = handle_request(message.content, data.X, data.client_id, store)
-    return Message(content=tampered(kind, reply, context.node_config, store), reply_to=message)
+    reply = handle_request(request, data.X, data.client_id, store)
+    return tampered(kind, reply, context.node_config, store)
 
 
 def tampered(kind: str, reply: RecordDict, node_config: Mapping[str, Any], store: MutableMapping[str, Any]) -> RecordDict:
@@ -95,6 +102,16 @@ def fit_local(message: Message, context: Context) -> Message:
 def em_statistics(message: Message, context: Context) -> Message:
     """Federated EM: E-step statistics of the broadcast mixture on the local rows."""
     return serve(EM_STATISTICS, message, context)
+
+
+@app.train(mods=[secaggplus_mod])
+def secure_em_statistics(message: Message, context: Context) -> Message:
+    """Federated EM under secure aggregation: SecAgg+'s stages; in its collect stage, the masked statistics.
+
+    SecAgg+'s mod acts on messages of type ``train`` exactly (the plain handlers'
+    ``train.<name>`` types pass it by), so its stages land here.
+    """
+    return serve_secure(message, context, lambda request: answer(EM_STATISTICS, request, context))
 
 
 @app.query("moments")

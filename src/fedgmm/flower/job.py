@@ -23,6 +23,7 @@ from fedgmm.federated.preprocessing import Transform, run_preprocessing
 from fedgmm.federated.private import privacy_record
 from fedgmm.federated.transform_file import transform_payload
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, Reply, decode_replies
+from fedgmm.flower.secure import AGGREGATE_CLIENT_ID, SecureFlowerTransport, SecureSettings
 from fedgmm.flower.settings import RunSettings, SettingsError
 from fedgmm.flower.task import evaluation_rows
 from fedgmm.flower.transport import FlowerTransport, GridLike
@@ -193,6 +194,14 @@ def _record_settings_error(run_config: Mapping[str, Any], run_id: int, exc: Exce
         pass
 
 
+def make_transport(grid: GridLike, node_ids: list[int], settings: RunSettings, progress: _Progress) -> FlowerTransport:
+    """The run's transport: SecAgg+ for the federated EM rounds with ``secure-aggregation``, else plain."""
+    if not settings.secure_aggregation:
+        return FlowerTransport(grid, node_ids, timeout=settings.round_timeout, on_exchange=progress)
+    secure = SecureSettings(settings.secure_row_bound, settings.secure_max_samples, settings.secure_limbs)
+    return SecureFlowerTransport(grid, node_ids, timeout=settings.round_timeout, on_exchange=progress, secure=secure)
+
+
 def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> dict[str, Any]:
     """The whole server side of one run; returns the summary (also written to ``summary.json``).
 
@@ -232,7 +241,7 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
         log(logging.INFO, "fedgmm %s: waiting for %d SuperNodes (up to %g s)", spec.method, settings.min_nodes, settings.wait_timeout)
         node_ids = wait_for_nodes(grid, settings.min_nodes, settings.wait_timeout)
         summary["node_ids"] = node_ids
-        transport = FlowerTransport(grid, node_ids, timeout=settings.round_timeout, on_exchange=_Progress(out / PROGRESS_FILE, run_id))
+        transport = make_transport(grid, node_ids, settings, _Progress(out / PROGRESS_FILE, run_id))
         transform: Transform | None = None
         if settings.preprocessing != "none":
             pca = settings.pca_components if settings.preprocessing == "pca" else None
@@ -250,7 +259,7 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
         run = run_method(transport, spec, settings.seed, transform=transform)
         outcome = Outcome(run.state, run.records, outcome_details(run))
         comm = transport.communication
-        used = sum(1 for r in outcome.records.values() if r.status == "ok")
+        used = sum(1 for r in outcome.records.values() if r.status == "ok" and r.client_id != AGGREGATE_CLIENT_ID)
         summary.update(_traffic(comm))
         summary.update(outcome.details)
         summary["clients"] = _records(outcome.records, transport)
@@ -276,6 +285,8 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
             "path": MODEL_FILE, "n_components": outcome.state.n_components, "n_features": outcome.state.n_features,
             "covariance_type": outcome.state.covariance_type, "transform": TRANSFORM_FILE if transform else None,
         }  # fmt: skip
+        if isinstance(transport, SecureFlowerTransport):
+            summary["secure_aggregation"] = transport.secure_summary()
         if settings.download_model:
             summary["download"] = _download(transport, outcome.state)
         summary["status"] = "completed"

@@ -52,6 +52,10 @@ DEFAULTS: dict[str, Any] = {
     "preprocessing": "none",
     "pca-components": 0,
     "download-model": False,
+    "secure-aggregation": False,
+    "secure-row-bound": 0.0,
+    "secure-max-samples": 10000,
+    "secure-limbs": 2,
     # federation
     "min-nodes": 3,
     "min-replies": 2,
@@ -282,6 +286,10 @@ class RunSettings:
     eval_path: str = ""
     eval_label_column: int | str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    secure_aggregation: bool = False
+    secure_row_bound: float = 0.0
+    secure_max_samples: int = 10000
+    secure_limbs: int = 2
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> RunSettings:
@@ -369,7 +377,26 @@ class RunSettings:
             eval_path=eval_path,
             eval_label_column=None if label == "" else label,
             raw={k: cfg[k] for k in cfg},
+            **_secure(cfg, algorithm),
         )
+
+
+def _secure(cfg: Mapping[str, Any], algorithm: str) -> dict[str, Any]:
+    """``secure-aggregation`` and the public bounds its quantisation needs (see :mod:`fedgmm.flower.secure`)."""
+    on = get_bool(cfg, "secure-aggregation")
+    bound = get_float(cfg, "secure-row-bound")
+    max_samples = get_int(cfg, "secure-max-samples", low=1)
+    limbs = get_int(cfg, "secure-limbs", low=1)
+    if limbs > 2:
+        raise SettingsError(f"run config 'secure-limbs' must be 1 or 2, got {limbs}.")
+    if on and algorithm not in ("fedem", "hybrid"):
+        raise SettingsError(f"secure-aggregation sums federated EM's statistics: use algorithm 'fedem' or 'hybrid', not {algorithm!r}.")
+    if on and not (bound > 0 and bound < float("inf")):
+        raise SettingsError(
+            "secure-aggregation needs 'secure-row-bound' > 0: a public bound on every row's norm in the model's "
+            f"feature space (after preprocessing), got {bound!r}."
+        )
+    return {"secure_aggregation": on, "secure_row_bound": bound, "secure_max_samples": max_samples, "secure_limbs": limbs}
 
 
 def _delta(cfg: Mapping[str, Any]) -> float:
