@@ -225,9 +225,11 @@ class MethodSpec:
     epsilon : float or None
         Record-level (ε, δ)-DP per client (add/remove one row; :mod:`fedgmm.privacy`), None
         off. FedGenGMM: each client's local fit is DP-EM and the upload carries a noisy
-        count; federated EM: each client's per-round statistics are noised, composed over
-        ``max_rounds`` (all of them run). Needs federated standardisation/PCA (its
-        per-axis scale bounds the rows) or ``clip_bound``.
+        count; federated EM: each client's per-round statistics are noised (local DP),
+        composed with its private initialisation upload over ``max_rounds`` (all of them
+        run; :mod:`fedgmm.federated.private_rounds`). Not for the union or the hybrid.
+        Needs federated standardisation/PCA (its per-axis scale bounds the rows) or
+        ``clip_bound``.
     delta : float
         The δ of the guarantee, in (0, 1).
     clip_bound : float or None
@@ -290,6 +292,8 @@ class MethodSpec:
             raise ValueError(f"robust must be True or False, got {self.robust!r}.")
         self.robust_settings()  # checks max_client_weight
         _check_privacy(self.epsilon, self.delta, self.clip_bound)
+        if self.epsilon is not None and self.method in ("fedem", "hybrid") and self.max_rounds < 1:
+            raise ValueError("epsilon with federated EM needs max_rounds >= 1: the round limit is part of the budget.")
 
     @property
     def client_reg_covar(self) -> float:
