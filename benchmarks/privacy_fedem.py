@@ -6,6 +6,7 @@ run goes through the library (``run_inprocess`` over the in-process transport, t
 included), so the bytes are the messages' and the spent ε is each client's ledger's.
 
     nice -n 10 .venv/bin/python benchmarks/privacy_fedem.py --eps 1 2 4 8 --rounds 10 --seeds 0
+    nice -n 10 .venv/bin/python benchmarks/privacy_fedem.py --eps 1 2 4 8 --dp-noise distributed --no-anchor
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--rows", type=int, default=700)
+    ap.add_argument("--dp-noise", default="local", choices=["local", "distributed"])
+    ap.add_argument("--no-anchor", action="store_true", help="skip the non-private run")
     args = ap.parse_args()
     ds = load_dataset("fashion-mnist")
     rows = []
@@ -56,10 +59,10 @@ def main() -> None:
                          warn_not_converged=False).state
         ll_c = float(score_samples(Xte, central).mean())
         print(f"seed {seed}: centralized K={args.k} full (reg 0.05) test LL {ll_c:.3f} ({time.time() - t0:.0f}s)", flush=True)
-        for e in ["inf", *args.eps]:
+        for e in ([] if args.no_anchor else ["inf"]) + list(args.eps):
             eps = None if e == "inf" else float(e)
             spec = MethodSpec("fedem", n_components=args.k, covariance_type=args.ctype, max_rounds=args.rounds,  # type: ignore[arg-type]
-                              round_tol=0.0, epsilon=eps)  # fmt: skip
+                              round_tol=0.0, epsilon=eps, dp_noise=args.dp_noise)  # fmt: skip
             t0 = time.time()
             run = run_inprocess(spec, clients, seed=seed, transform=tf)
             assert run.model is not None
@@ -68,12 +71,12 @@ def main() -> None:
             up = float(np.mean([r.bytes_up for r in per_round])) / len(clients)
             down = float(np.mean([r.bytes_down for r in per_round])) / len(clients)
             spent = [p[0] for p in run.extra.get("privacy_spent", {}).values()] if eps else []
-            row = {"seed": seed, "epsilon": e, "rounds": args.rounds, "test_ll": ll, "central": ll_c, "gap": ll_c - ll,
+            row = {"seed": seed, "epsilon": e, "rounds": args.rounds, "dp_noise": args.dp_noise, "ctype": args.ctype, "test_ll": ll, "central": ll_c, "gap": ll_c - ll,
                    "max_spent": max(spent) if spent else None, "bytes_up_per_client_round": up,
                    "bytes_down_per_client_round": down, "init_bytes_up": run.communication.per_round[0].bytes_up,
                    "seconds": time.time() - t0}  # fmt: skip
             rows.append(row)
-            print(f"  eps={e:>4} R={args.rounds}: test LL {ll:.3f}  gap {ll_c - ll:.3f} nats  max spent "
+            print(f"  {args.ctype} {args.dp_noise} eps={e:>4} R={args.rounds}: test LL {ll:.3f}  gap {ll_c - ll:.3f} nats  max spent "
                   f"{row['max_spent']}  up/client/round {up:.0f} B  down {down:.0f} B  ({row['seconds']:.0f}s)", flush=True)
     print(json.dumps({"args": vars(args), "rows": rows}))
 

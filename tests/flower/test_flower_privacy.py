@@ -67,3 +67,11 @@ def test_private_federated_em_through_flower_is_the_inprocess_model(blobs_config
     for name in ("weights", "means", "covariances"):
         np.testing.assert_allclose(getattr(state, name), getattr(run.model.state_, name), rtol=1e-9, atol=1e-12)
     assert (summary["bytes_up"], summary["bytes_down"]) == (run.communication.bytes_up, run.communication.bytes_down)
+
+
+def test_dp_noise_key(blobs_config: dict[str, Any]) -> None:
+    assert RunSettings.from_run_config(blobs_config).spec.dp_noise == "local"
+    spec = RunSettings.from_run_config({**blobs_config, "dp-noise": "distributed", "algorithm": "fedem"}).spec
+    assert spec.dp_noise == "distributed"
+    with pytest.raises(SettingsError, match="dp-noise"):
+        RunSettings.from_run_config({**blobs_config, "dp-noise": "central"})

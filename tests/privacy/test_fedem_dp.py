@@ -169,3 +169,20 @@ def test_non_private_federated_em_is_unchanged() -> None:
     model = FederatedEM(2, max_rounds=5, random_state=0).fit(clients)
     assert model.privacy_spent_ == [] and model.privacy_ is None
     assert np.all(np.isfinite([h.log_likelihood for h in model.history_]))
+
+
+def test_distributed_noise_splits_the_calibrated_noise_over_the_clients() -> None:
+    local = round_plan(8.0, 1e-5, 3, "full", True)
+    shared = round_plan(8.0, 1e-5, 3, "full", True, "distributed")
+    assert shared.round_scale == local.round_scale  # the same accounting, for the sum
+    assert shared.noise(3.0, 4).second == pytest.approx(local.noise(3.0).second / 2)
+    clients = _clients()
+    model = FederatedEM(2, epsilon=8.0, max_rounds=3, clip_bound=6.0, dp_noise="distributed", random_state=0).fit(clients)
+    assert model.privacy_ is not None and model.privacy_["noise"] == "distributed"
+    assert "secure aggregation" in model.privacy_["valid_only_under"]
+    assert all(e <= 8.0 for e, _ in model.privacy_spent_)
+    start = prior_initial_state(2, 3, "full", 6.0, np.random.default_rng(3))
+    with pytest.raises(ValueError, match="kmeans"):
+        FederatedEM(2, init=start, epsilon=8.0, max_rounds=3, clip_bound=6.0, dp_noise="distributed").fit(clients)
+    with pytest.raises(ValueError, match="dp_noise"):
+        MethodSpec("fedem", dp_noise="central")

@@ -208,7 +208,8 @@ def _federated_em(
     fem = run_federated_em(
         transport, n_components=k, covariance_type=spec.covariance_type, max_rounds=spec.max_rounds,
         tol=spec.round_tol, reg_covar=spec.reg_covar, init=start, local=local, seed=seed,
-        min_clients=spec.min_clients, on_round=on_round, records=records, robust=spec.robust_settings(), **tf,
+        min_clients=spec.min_clients, on_round=on_round, records=records, robust=spec.robust_settings(),
+        dp_noise=spec.dp_noise, **tf,
     )
     if one_shot is not None:
         fem.init_result = one_shot

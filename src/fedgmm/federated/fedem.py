@@ -140,6 +140,7 @@ def run_federated_em(
     on_round: Callable[[RoundRecord, MixtureState], None] | None = None,
     records: dict[str, ClientRecord] | None = None,
     robust: RobustSettings | None = None,
+    dp_noise: str = "local",
 ) -> FederatedEMResult:
     """Federated EM over ``transport``, from a given mixture or an initialisation round.
 
@@ -179,7 +180,11 @@ def run_federated_em(
     when starting from a given mixture) and ``max_rounds`` rounds of noisy statistics, all
     of which run (there is no private log-likelihood to stop on); rows are whitened by
     ``local.feature_scale`` or clipped to ``local.clip_bound``; each M-step is the
-    noise-aware one, and the robust checks are the noise-aware bounds.
+    noise-aware one, and the robust checks are the noise-aware bounds. ``dp_noise``:
+    ``"local"`` (each reply carries the calibrated noise) or ``"distributed"`` (each of the
+    C clients of the previous exchange adds ``1/sqrt(C)`` of it: the guarantee then holds
+    for the sum only, under secure aggregation; it needs the ``"kmeans++"`` initialisation
+    to know C).
 
     Raises
     ------
@@ -202,7 +207,7 @@ def run_federated_em(
     elif init == "kmeans++":
         upload, extra = local, None
         if local.epsilon is not None:
-            plan = _plan(local, max_rounds, covariance_type, private_init=True)
+            plan = _plan(local, max_rounds, covariance_type, private_init=True, noise=dp_noise)
             upload = replace(local, epsilon=plan.init_epsilon)
             extra = _dp_config(plan, local, seed)
         models, recs = collect_local_models(
@@ -225,8 +230,15 @@ def run_federated_em(
         raise ValueError(f"init must be 'kmeans++' or a MixtureState, got {init!r}.")
     init_state = state
     private = None
+    n_share = len(privacy_spent)  # the distributed noise's share: clients of the previous exchange
     if local.epsilon is not None:
-        private = _plan(local, max_rounds, covariance_type, private_init=not isinstance(init, MixtureState))
+        if dp_noise == "distributed" and isinstance(init, MixtureState):
+            raise ValueError(
+                "dp_noise='distributed' needs the 'kmeans++' initialisation (its upload tells the server how many "
+                "clients share the noise); start from a given mixture with dp_noise='local'."
+            )
+        private = _plan(local, max_rounds, covariance_type, private_init=not isinstance(init, MixtureState),
+                        noise=dp_noise)  # fmt: skip
     history: list[RoundRecord] = []
     converged = False
     lower_bound = -np.inf
@@ -238,7 +250,7 @@ def run_federated_em(
         if transform_id:
             settings["transform-id"] = transform_id
         if private is not None:
-            settings.update(_dp_config(private, local, seed))
+            settings.update(_dp_config(private, local, seed, n_share))
         arrays = {**state_arrays(state), "shift": shift}
         if transform is not None and n_round == 1 and isinstance(init, MixtureState):
             arrays.update(transform)  # first contact with the clients: ship the transform once
@@ -247,8 +259,9 @@ def run_federated_em(
         if private is not None:
             state, record = _private_round(
                 replies, state, private, local, n_round, reg_covar, robust, records, privacy_spent, min_clients,
-                transport.communication,
+                transport.communication, n_share,
             )
+            n_share = record.n_clients
             history.append(record)
             lower_bound = np.nan
             if on_round is not None:
@@ -307,13 +320,14 @@ def run_federated_em(
     )
 
 
-def _plan(local: LocalFitSettings, max_rounds: int, covariance_type: str, *, private_init: bool) -> RoundPlan:
+def _plan(local: LocalFitSettings, max_rounds: int, covariance_type: str, *, private_init: bool, noise: str) -> RoundPlan:
     assert local.epsilon is not None
-    return round_plan(local.epsilon, local.delta, max_rounds, covariance_type, private_init)
+    return round_plan(local.epsilon, local.delta, max_rounds, covariance_type, private_init, noise)
 
 
-def _dp_config(plan: RoundPlan, local: LocalFitSettings, seed: int) -> dict[str, Any]:
-    return round_config(plan, seed=seed, clip_bound=local.clip_bound, feature_scale=local.feature_scale)
+def _dp_config(plan: RoundPlan, local: LocalFitSettings, seed: int, n_clients: int = 1) -> dict[str, Any]:
+    return round_config(plan, seed=seed, clip_bound=local.clip_bound, feature_scale=local.feature_scale,
+                        n_clients=max(1, n_clients))  # fmt: skip
 
 
 def _private_round(
@@ -328,6 +342,7 @@ def _private_round(
     privacy_spent: dict[int, tuple[float, float]],
     min_clients: int,
     comm: CommunicationLog,
+    n_share: int,
 ) -> tuple[MixtureState, RoundRecord]:
     """One private round on the server: decode, noise-aware checks and sum, noise-aware M-step."""
     d = state.n_features
@@ -348,7 +363,7 @@ def _private_round(
     bound = row_bound(d, local.clip_bound, local.feature_scale)
     residual = RESIDUAL_RATIO * bound
     combined = combine_noisy_statistics(
-        merged, ids, noise=plan.noise(residual), bound=residual, robust=robust.enabled,
+        merged, ids, noise=plan.noise(residual, max(1, n_share)), bound=residual, robust=robust.enabled,
         max_client_weight=robust.max_client_weight, max_count_ratio=robust.max_count_ratio,
     )
     flagged = record_decisions(records, combined.decisions, prefix=f"round {n_round}: ")

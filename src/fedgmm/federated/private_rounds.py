@@ -95,6 +95,13 @@ STORE_INIT = "dp-fedem:init"
 STORE_BOUND = "dp-fedem:bound"
 #: Request field marking a DP federated EM request (its value is the target epsilon).
 TOTAL_EPSILON = "dp-total-epsilon"
+#: Where the rounds' noise is added: ``"local"`` (each client's statistics carry the
+#: calibrated noise: the guarantee holds against a server that sees every reply) or
+#: ``"distributed"`` (each client adds ``1/sqrt(C)`` of it so that the sum of C replies
+#: carries it: the guarantee holds only for the sum, under secure aggregation with all C
+#: clients contributing — in-process runs have no secure aggregation, so there it models
+#: the utility of central DP, not its protection).
+NOISE_MODES = ("local", "distributed")
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ class RoundPlan:
         ``round_scale × (3, 1, 0.8)`` (:data:`fedgmm.privacy.dpem.DEFAULT_SPLIT`).
     init_epsilon : float
         The ε the initialisation upload's DP-EM fit is asked for (0 without it).
+    noise_mode : {"local", "distributed"}
+        See :data:`NOISE_MODES`.
     """
 
     epsilon: float
@@ -124,6 +133,7 @@ class RoundPlan:
     private_init: bool
     round_scale: float
     init_epsilon: float = 0.0
+    noise_mode: str = "local"
 
     def round_releases(self) -> list[GaussianRelease]:
         """The Gaussian releases of one round."""
@@ -146,14 +156,19 @@ class RoundPlan:
         """Everything the plan lets the client release (the upload, then ``max_rounds`` rounds)."""
         return _merged(self.init_releases() + self.round_releases() * self.max_rounds)
 
-    def noise(self, bound: float) -> NoiseScales:
-        """σ of a round's statistics for residual bound ``bound``."""
+    def noise(self, bound: float, n_clients: int = 1) -> NoiseScales:
+        """σ of one client's round statistics for residual bound ``bound``.
+
+        ``"distributed"``: ``1 / sqrt(n_clients)`` of the calibrated σ, so that the sum of
+        ``n_clients`` replies carries it.
+        """
         n = noise_scales(Sensitivity(bound), DEFAULT_SPLIT, self.round_scale)
-        return NoiseScales(n.count, n.first, n.second, n.second)
+        f = 1.0 / math.sqrt(max(1, n_clients)) if self.noise_mode == "distributed" else 1.0
+        return NoiseScales(f * n.count, f * n.first, f * n.second, f * n.second)
 
 
 def round_plan(
-    epsilon: float, delta: float, max_rounds: int, covariance_type: str, private_init: bool
+    epsilon: float, delta: float, max_rounds: int, covariance_type: str, private_init: bool, noise_mode: str = "local"
 ) -> RoundPlan:
     """The server's budget plan of a private federated EM run: one noise scale for every release.
 
@@ -167,11 +182,14 @@ def round_plan(
     Raises
     ------
     ValueError
-        For a bad ``epsilon``, ``delta`` or ``max_rounds``.
+        For a bad ``epsilon``, ``delta``, ``max_rounds`` or ``noise_mode``.
     """
     if not (isinstance(max_rounds, int | np.integer) and max_rounds >= 1):
         raise ValueError(f"a private federated EM run needs max_rounds >= 1, got {max_rounds!r}.")
-    return _plan(float(epsilon), float(delta), int(max_rounds), str(covariance_type), bool(private_init))
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"dp_noise must be one of {list(NOISE_MODES)}, got {noise_mode!r}.")
+    plan = _plan(float(epsilon), float(delta), int(max_rounds), str(covariance_type), bool(private_init))
+    return replace(plan, noise_mode=noise_mode)
 
 
 @functools.lru_cache(maxsize=64)
@@ -235,34 +253,46 @@ def scale_state(state: MixtureState, scale: np.ndarray) -> MixtureState:
     return MixtureState.from_covariances(state.weights, state.means * scale, cov, ctype)
 
 
-def fedem_guarantee(epsilon: float, delta: float, max_rounds: int) -> dict[str, Any]:
+def fedem_guarantee(epsilon: float, delta: float, max_rounds: int, noise_mode: str = "local") -> dict[str, Any]:
     """The guarantee record of a private federated EM run (what each client's budget covers)."""
-    return {
-        **guarantee(epsilon, delta), "noise": "local", "max_rounds": int(max_rounds),
+    out = {
+        **guarantee(epsilon, delta), "noise": noise_mode, "max_rounds": int(max_rounds),
         "covers": "initialisation upload (kmeans++ init) and every round's statistics",
     }
+    if noise_mode == "distributed":
+        out["valid_only_under"] = (
+            "secure aggregation with every addressed client contributing: the rounds' epsilon holds for the sum; "
+            "a single reply is much less protected (in-process runs have no secure aggregation)"
+        )
+    return out
 
 
 def fedem_privacy_record(
-    epsilon: float | None, delta: float, max_rounds: int, spent: Mapping[int, tuple[float, float]]
+    epsilon: float | None, delta: float, max_rounds: int, spent: Mapping[int, tuple[float, float]],
+    noise_mode: str = "local",
 ) -> dict[str, Any] | None:
     """:func:`fedem_guarantee` plus what each client reported spent (JSON-ready); None when DP is off."""
     record = privacy_record(epsilon, delta, spent)
     if record is None or epsilon is None:
         return None
-    return {**fedem_guarantee(epsilon, delta, max_rounds), "spent": record["spent"]}
+    return {**fedem_guarantee(epsilon, delta, max_rounds, noise_mode), "spent": record["spent"]}
 
 
 # ---------------------------------------------------------------------------- requests
 def round_config(
-    plan: RoundPlan, *, seed: int, clip_bound: float | None, feature_scale: tuple[float, ...]
+    plan: RoundPlan, *, seed: int, clip_bound: float | None, feature_scale: tuple[float, ...], n_clients: int = 1
 ) -> dict[str, Any]:
-    """The request fields of a private round (and of the private initialisation upload)."""
+    """The request fields of a private round (and of the private initialisation upload).
+
+    ``n_clients``: how many replies the distributed noise is split over.
+    """
     out: dict[str, Any] = {
         TOTAL_EPSILON: float(plan.epsilon), "dp-delta": float(plan.delta), "dp-max-rounds": int(plan.max_rounds),
         "dp-private-init": bool(plan.private_init), "dp-round-scale": float(plan.round_scale),
-        "dp-init-epsilon": float(plan.init_epsilon), "dp-noise": "local", "seed": int(seed),
+        "dp-init-epsilon": float(plan.init_epsilon), "dp-noise": plan.noise_mode, "seed": int(seed),
     }
+    if plan.noise_mode == "distributed":
+        out["dp-clients"] = int(n_clients)
     if feature_scale:
         out["dp-feature-scale"] = [float(v) for v in feature_scale]
     elif clip_bound is not None:
@@ -276,11 +306,12 @@ def plan_from_config(cfg: Mapping[str, Any], covariance_type: str) -> RoundPlan:
         plan = RoundPlan(
             float(cfg[TOTAL_EPSILON]), float(cfg["dp-delta"]), int(cfg["dp-max-rounds"]), covariance_type,  # type: ignore[arg-type]
             bool(cfg["dp-private-init"]), float(cfg["dp-round-scale"]), float(cfg["dp-init-epsilon"]),
+            str(cfg.get("dp-noise", "local")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BudgetRefused(f"privacy budget refused: the request's plan is incomplete or malformed ({exc}).") from None
     if not (plan.epsilon > 0 and 0 < plan.delta < 1 and plan.max_rounds >= 1 and plan.round_scale > 0
-            and (plan.init_epsilon > 0 or not plan.private_init)):  # fmt: skip
+            and (plan.init_epsilon > 0 or not plan.private_init) and plan.noise_mode in NOISE_MODES):  # fmt: skip
         raise BudgetRefused(f"privacy budget refused: the request's plan is not valid ({plan}).")
     return plan
 
@@ -292,7 +323,8 @@ class BudgetRefused(Exception):
 
 def _plan_key(plan: RoundPlan) -> str:
     return (f"epsilon={plan.epsilon!r} delta={plan.delta!r} max_rounds={plan.max_rounds} {plan.covariance_type} "
-            f"init={int(plan.private_init)} round_scale={plan.round_scale!r} init_epsilon={plan.init_epsilon!r}")  # fmt: skip
+            f"init={int(plan.private_init)} round_scale={plan.round_scale!r} init_epsilon={plan.init_epsilon!r} "
+            f"noise={plan.noise_mode}")  # fmt: skip
 
 
 def _merged(releases: list[GaussianRelease]) -> list[GaussianRelease]:
@@ -415,7 +447,8 @@ def noisy_round(
         return encode_noisy_statistics(client_id, None, str(exc))
     Xc, _ = clip_rows(np.asarray(X, dtype=np.float64) / scale, B)
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), int(client_id), n_round, 0xD9E]))
-    noisy = add_noise(centred_statistics(Xc, white, B_r), plan.noise(B_r), rng)
+    share = int(cfg.get("dp-clients", 1)) if plan.noise_mode == "distributed" else 1
+    noisy = add_noise(centred_statistics(Xc, white, B_r), plan.noise(B_r, max(1, share)), rng)
     return encode_noisy_statistics(client_id, noisy, "", privacy=(spent, plan.delta), n_round=n_round)
 
 
@@ -463,7 +496,7 @@ def encode_noisy_statistics(
 
     ``n-samples`` is the rounded noisy count; the spent ``(ε, δ)`` so far rides along.
     """
-    cfg: dict[str, Any] = {"client-id": int(client_id), "reason": reason, "dp-noise": "local"}
+    cfg: dict[str, Any] = {"client-id": int(client_id), "reason": reason}
     content = RecordDict()
     if stats is None:
         cfg.update({"status": STATUS_EXCLUDED, "n-samples": 0})

@@ -113,7 +113,8 @@ def outcome_details(run: FederatedRun) -> dict[str, Any]:
         "converged": fem.converged,
         "lower_bound": _finite_or_none(fem.lower_bound),
         "history": history,
-        "privacy": fedem_privacy_record(run.spec.epsilon, run.spec.delta, run.spec.max_rounds, fem.privacy_spent),
+        "privacy": fedem_privacy_record(run.spec.epsilon, run.spec.delta, run.spec.max_rounds, fem.privacy_spent,
+                                        run.spec.dp_noise),
     }
 
 

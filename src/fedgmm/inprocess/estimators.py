@@ -428,6 +428,11 @@ class FederatedEM(_FederatedDensity):
     delta : float, default=1e-5
     clip_bound : float or None, default=None
         A public bound on the rows' Euclidean norm; rows are clipped to it (DP runs).
+    dp_noise : {"local", "distributed"}, default="local"
+        ``"distributed"``: each client adds ``1/sqrt(C)`` of the calibrated noise so the
+        sum carries it — the guarantee holds for the sum only, under secure aggregation,
+        which the in-process transport does not have (use it to measure central DP's
+        utility).
 
     Attributes
     ----------
@@ -476,6 +481,7 @@ class FederatedEM(_FederatedDensity):
         epsilon: float | None = None,
         delta: float = 1e-5,
         clip_bound: float | None = None,
+        dp_noise: str = "local",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -499,6 +505,7 @@ class FederatedEM(_FederatedDensity):
         self.epsilon = epsilon
         self.delta = delta
         self.clip_bound = clip_bound
+        self.dp_noise = dp_noise
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FederatedEM:
         """Run federated EM over in-process clients.
@@ -537,7 +544,7 @@ class FederatedEM(_FederatedDensity):
             synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, local_reg_covar=self.local_reg_covar,
             max_iter=self.max_iter, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
             min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
-            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound,
+            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound, dp_noise=self.dp_noise,
         )
         self.seed_ = as_seed(self.random_state)
         run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, init_state=init_state)
@@ -558,7 +565,7 @@ class FederatedEM(_FederatedDensity):
         self.n_features_in_ = n_features
         self.privacy_client_ids_ = sorted(result.privacy_spent)
         self.privacy_spent_ = [result.privacy_spent[c] for c in self.privacy_client_ids_]
-        self.privacy_ = None if self.epsilon is None else fedem_guarantee(self.epsilon, self.delta, self.max_rounds)
+        self.privacy_ = None if self.epsilon is None else fedem_guarantee(self.epsilon, self.delta, self.max_rounds, self.dp_noise)
         _set_feature_names(self, clients)
         _warn_exclusions(result.records)
         return self
