@@ -186,3 +186,17 @@ def test_distributed_noise_splits_the_calibrated_noise_over_the_clients() -> Non
         FederatedEM(2, init=start, epsilon=8.0, max_rounds=3, clip_bound=6.0, dp_noise="distributed").fit(clients)
     with pytest.raises(ValueError, match="dp_noise"):
         MethodSpec("fedem", dp_noise="central")
+
+
+def test_prior_strength_follows_the_noise_so_noise_does_not_make_thin_components() -> None:
+    rng = np.random.default_rng(2)
+    k, d, n = 3, 6, 500
+    white = prior_initial_state(k, d, "full", 6.0, rng)
+    sigma = 200.0  # σ of the summed second moments, per entry
+    nk = np.full(k, n / k)
+    sxx = np.broadcast_to(0.3 * np.eye(d) * n / k, (k, d, d)) + rng.normal(0, sigma, (k, d, d))
+    noisy = SufficientStatistics(nk, np.zeros((k, d)), 0.5 * (sxx + np.swapaxes(sxx, 1, 2)), n, 0.0, np.zeros(d), "full")
+    floored = noisy_m_step(noisy, white, np.ones(d), 6.0, 0.0)
+    shrunk = noisy_m_step(noisy, white, np.ones(d), 6.0, 0.0, second_noise=sigma)
+    thin = lambda s: float(np.linalg.eigvalsh(s.covariances).min())  # noqa: E731
+    assert thin(floored) < 0.05 < thin(shrunk)

@@ -371,7 +371,10 @@ def _private_round(
         raise no_survivors(what, combined.decisions)
     n_kept = len(merged) - sum(dec.action == "rejected" for dec in flagged)
     require_clients(n_kept, min_clients, what, records)
-    new = noisy_m_step(combined.total, whiten_state(state, scale), scale, bound, reg_covar)
+    # σ of the summed second moments: the kept replies' independent noises add up.
+    per_client = plan.noise(residual, max(1, n_share)).second
+    new = noisy_m_step(combined.total, whiten_state(state, scale), scale, bound, reg_covar,
+                       second_noise=per_client * float(np.sqrt(max(1, n_kept))))  # fmt: skip
     return new, RoundRecord(n_round, float("nan"), n_kept, comm.bytes_up, comm.bytes_down, tuple(flagged))
 
 

@@ -648,7 +648,12 @@ def combine_noisy_statistics(
 
 
 def noisy_m_step(
-    total: SufficientStatistics, white: MixtureState, scale: np.ndarray, bound: float, reg_covar: float
+    total: SufficientStatistics,
+    white: MixtureState,
+    scale: np.ndarray,
+    bound: float,
+    reg_covar: float,
+    second_noise: float = 0.0,
 ) -> MixtureState:
     """The server's M-step on a private round's summed residual statistics: always a valid mixture.
 
@@ -661,14 +666,21 @@ def noisy_m_step(
     scale : ndarray of shape (d,)
         Per-feature scale back to the federation's coordinates.
     bound : float
-        Row bound ``B`` (sets the prior covariance ``B² / (1.5² d) · I``: ``I`` when whitened).
+        Row bound ``B`` (sets the prior covariance ``Ψ = B² / (1.5² d) · I``: ``I`` when whitened).
     reg_covar : float
         Added to the variances (whitened coordinates).
+    second_noise : float
+        σ of the noise on each entry of the *summed* second moments (public: the plan's).
+        The prior's strength ν is raised to the noise's size — ``2 σ sqrt(d)`` (the spectral
+        norm of a symmetric Gaussian noise matrix; ``2 σ`` for diag/spherical) over Ψ's
+        scale — so that ``scatter + ν Ψ`` is positive definite with high probability: noise
+        eigenvalues are shrunk toward Ψ instead of floored into spurious thin directions.
     """
-
     d = total.n_features
-    prior = Prior(scale=(bound / CLIP_FACTOR) ** 2 / d * np.eye(d), mean_strength=PRIOR_MEAN_STRENGTH,
-                  cov_strength=PRIOR_COV_STRENGTH)  # fmt: skip
+    psi = (bound / CLIP_FACTOR) ** 2 / d
+    spread = 2.0 * second_noise * (math.sqrt(d) if total.covariance_type in ("full", "tied") else 1.0)
+    nu = max(PRIOR_COV_STRENGTH, spread / psi)
+    prior = Prior(scale=psi * np.eye(d), mean_strength=PRIOR_MEAN_STRENGTH, cov_strength=nu)
     step = noise_aware_m_step(total, prior, reg_covar=reg_covar)
     out = MixtureState.from_covariances(step.weights, step.means + white.means, step.covariances, white.covariance_type)
     return scale_state(out, scale)
