@@ -478,9 +478,17 @@ def private_init_upload(
         return encode_local_model(LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, problem))
     reply = fit_private_local_model(X, replace(settings, epsilon=plan.init_epsilon), client_id=client_id,
                                     seed=int(cfg["seed"]))  # fmt: skip
-    if reply.status == STATUS_OK:
-        reply = replace(reply, privacy=(float(spent), float(plan.delta)))
-    return encode_local_model(reply)
+    if reply.status != STATUS_OK or reply.privacy is None:
+        return encode_local_model(reply)
+    # The ledger charged plan.init_releases(); a fit that spent anything else is not sent.
+    charged = epsilon_spent(plan.init_releases(), plan.delta)
+    if not math.isclose(reply.privacy[0], charged, rel_tol=1e-9):
+        return encode_local_model(LocalModelReply(
+            client_id, STATUS_EXCLUDED, 0, None,
+            f"private initialisation withheld: the DP-EM fit spent epsilon={reply.privacy[0]:.6g}, the ledger "
+            f"charged {charged:.6g} (the fit's releases differ from the plan's).",
+        ))
+    return encode_local_model(replace(reply, privacy=(float(spent), float(plan.delta))))
 
 
 # ---------------------------------------------------------------------------- wire
