@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=700)
     ap.add_argument("--dp-noise", default="local", choices=["local", "distributed"])
     ap.add_argument("--no-anchor", action="store_true", help="skip the non-private run")
+    ap.add_argument("--noise-prior-factor", type=float, default=None,
+                    help="experiment: override private_rounds.NOISE_PRIOR_FACTOR (the M-step prior's strength)")
     ap.add_argument("--init-noise-ratio", type=float, default=None,
                     help="experiment: override private_rounds.INIT_NOISE_RATIO (the init upload's share)")
     args = ap.parse_args()
@@ -49,6 +51,10 @@ def main() -> None:
         import fedgmm.federated.private_rounds as private_rounds
 
         private_rounds.INIT_NOISE_RATIO = args.init_noise_ratio
+    if args.noise_prior_factor is not None:
+        import fedgmm.federated.private_rounds as private_rounds
+
+        private_rounds.NOISE_PRIOR_FACTOR = args.noise_prior_factor
     ds = load_dataset("fashion-mnist")
     rows = []
     for seed in args.seeds:
@@ -82,7 +88,7 @@ def main() -> None:
             up = float(np.mean([r.bytes_up for r in per_round])) / len(clients)
             down = float(np.mean([r.bytes_down for r in per_round])) / len(clients)
             spent = [p[0] for p in run.extra.get("privacy_spent", {}).values()] if eps else []
-            row = {"seed": seed, "init_noise_ratio": args.init_noise_ratio, "single_gaussian": ll_1, "epsilon": e, "rounds": args.rounds, "dp_noise": args.dp_noise, "ctype": args.ctype, "test_ll": ll, "central": ll_c, "gap": ll_c - ll,
+            row = {"seed": seed, "init_noise_ratio": args.init_noise_ratio, "noise_prior_factor": args.noise_prior_factor, "single_gaussian": ll_1, "epsilon": e, "rounds": args.rounds, "dp_noise": args.dp_noise, "ctype": args.ctype, "test_ll": ll, "central": ll_c, "gap": ll_c - ll,
                    "max_spent": max(spent) if spent else None, "bytes_up_per_client_round": up,
                    "bytes_down_per_client_round": down, "init_bytes_up": run.communication.per_round[0].bytes_up,
                    "seconds": time.time() - t0}  # fmt: skip

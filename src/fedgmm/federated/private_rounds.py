@@ -85,6 +85,9 @@ NOISE_BOUND_SIGMAS = 7.0
 #: mean, ν toward the data-independent covariance ``B² / (1.5² d) · I``).
 PRIOR_MEAN_STRENGTH = 1.0
 PRIOR_COV_STRENGTH = 2.0
+#: ν of the noise-aware M-step is at least this many noise spectral-norm units over Ψ's
+#: scale (2: ``scatter + ν Ψ`` is positive definite with high probability).
+NOISE_PRIOR_FACTOR = 2.0
 #: The DP-EM local fit's clipping factor (``B = 1.5·sqrt(d)`` in whitened coordinates).
 CLIP_FACTOR = 1.5
 #: Store keys of a client's federated-EM privacy state.
@@ -680,13 +683,13 @@ def noisy_m_step(
     second_noise : float
         σ of the noise on each entry of the *summed* second moments (public: the plan's).
         The prior's strength ν is raised to the noise's size — ``2 σ sqrt(d)`` (the spectral
-        norm of a symmetric Gaussian noise matrix; ``2 σ`` for diag/spherical) over Ψ's
-        scale — so that ``scatter + ν Ψ`` is positive definite with high probability: noise
+        norm of a symmetric Gaussian noise matrix; ``2 σ`` for diag/spherical; the 2 is
+        :data:`NOISE_PRIOR_FACTOR`) over Ψ's scale — so that ``scatter + ν Ψ`` is positive definite with high probability: noise
         eigenvalues are shrunk toward Ψ instead of floored into spurious thin directions.
     """
     d = total.n_features
     psi = (bound / CLIP_FACTOR) ** 2 / d
-    spread = 2.0 * second_noise * (math.sqrt(d) if total.covariance_type in ("full", "tied") else 1.0)
+    spread = NOISE_PRIOR_FACTOR * second_noise * (math.sqrt(d) if total.covariance_type in ("full", "tied") else 1.0)
     nu = max(PRIOR_COV_STRENGTH, spread / psi)
     prior = Prior(scale=psi * np.eye(d), mean_strength=PRIOR_MEAN_STRENGTH, cov_strength=nu)
     step = noise_aware_m_step(total, prior, reg_covar=reg_covar)
