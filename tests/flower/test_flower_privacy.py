@@ -44,3 +44,34 @@ def test_epsilon_zero_is_off(blobs_config: dict[str, Any]) -> None:
     spec = RunSettings.from_run_config({**blobs_config, "epsilon": 0.0, "clip-bound": 3.0}).spec
     assert spec.epsilon is None and spec.clip_bound == 3.0
     assert RunSettings.from_run_config({**blobs_config, "epsilon": 1.5}).spec.epsilon == 1.5
+
+
+def test_private_federated_em_through_flower_is_the_inprocess_model(blobs_config: dict[str, Any], nodes: dict[int, Any]) -> None:
+    import numpy as np
+    from flower_testing import inprocess_reference
+
+    from fedgmm.model_io import load_mixture
+
+    config = {**blobs_config, "algorithm": "fedem", "epsilon": 8.0, "preprocessing": "standardize", "max-rounds": 3}
+    summary = run_job(FakeGrid(nodes, config), config, run_id=5)
+    assert summary["status"] == "completed" and summary["n_rounds"] == 3
+    out = Path(config["output-dir"])
+    priv = json.loads((out / "summary.json").read_text())["privacy"]
+    assert priv["epsilon"] == 8.0 and priv["noise"] == "local" and priv["max_rounds"] == 3
+    assert len(priv["spent"]) == summary["clients_used"] == 3
+    assert all(7.9 < e <= 8.0 and d == 1e-5 for e, d in priv["spent"].values())
+    assert all(h["log_likelihood"] is None for h in summary["history"]) and summary["lower_bound"] is None
+    state, meta = load_mixture(out / "model.npz")
+    assert meta["extra"]["privacy"] == priv
+    run, _, _ = inprocess_reference(config)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(getattr(state, name), getattr(run.model.state_, name), rtol=1e-9, atol=1e-12)
+    assert (summary["bytes_up"], summary["bytes_down"]) == (run.communication.bytes_up, run.communication.bytes_down)
+
+
+def test_dp_noise_key(blobs_config: dict[str, Any]) -> None:
+    assert RunSettings.from_run_config(blobs_config).spec.dp_noise == "local"
+    spec = RunSettings.from_run_config({**blobs_config, "dp-noise": "distributed", "algorithm": "fedem"}).spec
+    assert spec.dp_noise == "distributed"
+    with pytest.raises(SettingsError, match="dp-noise"):
+        RunSettings.from_run_config({**blobs_config, "dp-noise": "central"})

@@ -113,13 +113,12 @@ def test_study_model_table_takes_the_privacy_keys() -> None:
         _model_config({"epsilon": -1.0}, "<test>")
 
 
-def test_federated_em_with_epsilon_is_refused_with_a_clear_error() -> None:
-    import numpy as np
-    import pytest
-
+def test_federated_em_with_epsilon_runs_and_the_hybrid_is_refused() -> None:
     from fedgmm.inprocess import FederatedEM
 
     rng = np.random.default_rng(0)
     clients = [rng.normal(size=(60, 2)) for _ in range(3)]
-    with pytest.raises(ValueError, match="fedgengmm' only"):
-        FederatedEM(n_components=2, epsilon=1.0, clip_bound=3.0, max_rounds=2, random_state=0).fit(clients)
+    model = FederatedEM(n_components=2, epsilon=8.0, clip_bound=3.0, max_rounds=3, random_state=0).fit(clients)
+    assert len(model.privacy_spent_) == 3 and all(e <= 8.0 for e, _ in model.privacy_spent_)
+    with pytest.raises(ValueError, match="hybrid"):
+        FederatedEM(n_components=2, init="fedgengmm", epsilon=1.0, clip_bound=3.0, max_rounds=2).fit(clients)

@@ -29,6 +29,7 @@ from fedgmm.federated.private import (
     private_config,
     private_settings_fields,
 )
+from fedgmm.federated.private_rounds import TOTAL_EPSILON, noisy_round, private_init_upload
 
 FIT_LOCAL = "fit-local"
 EM_STATISTICS = "em-statistics"
@@ -117,7 +118,8 @@ def handle_request(
         The client's partition/data id (replies carry it so the server orders them).
     store : mutable mapping, optional
         State kept between requests of one run (Flower's ``context.state`` analogue);
-        holds the preprocessing transform.
+        holds the preprocessing transform and, in a private federated EM run, the
+        client's privacy ledger (:mod:`fedgmm.federated.private_rounds`).
 
     Returns
     -------
@@ -137,6 +139,8 @@ def handle_request(
     if kind == MOMENTS:
         return encode_moments(data_moments(X, client_id))
     X = _apply_transform(X, cfg, arrays, store)
+    if kind == FIT_LOCAL and TOTAL_EPSILON in cfg:
+        return private_init_upload(X, local_fit_settings(cfg), cfg, client_id, store)
     if kind == FIT_LOCAL:
         fit_settings = local_fit_settings(cfg)
         fit = fit_private_local_model if fit_settings.epsilon is not None else fit_local_model
@@ -144,6 +148,8 @@ def handle_request(
         return encode_local_model(reply)
     if kind == EM_STATISTICS:
         state = state_from_arrays(arrays, cfg["covariance-type"])
+        if TOTAL_EPSILON in cfg:
+            return noisy_round(X, state, cfg, client_id, store)
         stats, reason = em_statistics(X, state, np.asarray(arrays["shift"], dtype=np.float64))
         return encode_statistics(client_id, stats, reason)
     # DOWNLOAD: keep the global model; acknowledge with the client id only.

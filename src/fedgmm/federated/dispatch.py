@@ -17,6 +17,7 @@ from fedgmm.federated.fedgengmm import (
     run_fedgengmm,
     screen_uploads,
 )
+from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import LocalModelReply
 from fedgmm.federated.preprocessing import Transform
 from fedgmm.federated.private import dp_local_settings
@@ -77,6 +78,8 @@ class FederatedRun:
         if self.fedem is not None:
             out.update({"n_rounds": self.fedem.n_rounds, "converged": self.fedem.converged,
                         "init_state": self.fedem.init_state})  # fmt: skip
+            if self.spec.epsilon is not None:
+                out["privacy_spent"] = dict(self.fedem.privacy_spent)
         return out
 
 
@@ -121,11 +124,7 @@ def run_method(
             f"method {spec.method!r} does not run over a transport; expected one of {list(FEDERATED_METHODS)}."
         )
     tf: dict[str, Any] = {"transform": transform.arrays(), "transform_id": transform.transform_id} if transform else {}
-    if spec.epsilon is not None and spec.method != "fedgengmm":
-        raise ValueError(
-            f"epsilon (differential privacy) is supported for method 'fedgengmm' only, not {spec.method!r}: "
-            "leave epsilon=None for federated EM, the hybrid and the union, or use FedGenGMM."
-        )
+    check_private_method(spec, init_state)
     local = dp_local_settings(spec.local_settings(), None if transform is None else transform.variances)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -138,7 +137,31 @@ def run_method(
             )
             return FederatedRun(spec, res.global_model.state_, res.records, res.communication, res.server_seconds,
                                 res.local_models, fedgengmm=res)  # fmt: skip
-        return _federated_em(transport, spec, seed, tf, n_features, init_state, on_round)
+        return _federated_em(transport, spec, local, seed, tf, n_features, init_state, on_round)
+
+
+def check_private_method(spec: MethodSpec, init_state: MixtureState | None = None) -> None:
+    """Refuse ``epsilon`` where no private version exists (the union; a FedGenGMM-started federated EM).
+
+    Raises
+    ------
+    ValueError
+        Naming what is supported.
+    """
+    if spec.epsilon is None or spec.method == "fedgengmm":
+        return
+    if spec.method == "union":
+        raise ValueError(
+            "epsilon (differential privacy) is not supported for method 'union': use 'fedgengmm' or 'fedem', "
+            "or leave epsilon=None."
+        )
+    if spec.method == "hybrid" or (init_state is None and spec.init == "fedgengmm"):
+        raise ValueError(
+            "epsilon with the hybrid (federated EM started from FedGenGMM, init='fedgengmm') is not supported: "
+            "its FedGenGMM upload and the EM rounds would have to share one budget per client. Use "
+            "FederatedEM(init='kmeans++', epsilon=...), whose private initialisation upload is charged to the "
+            "same budget as its rounds, or FedGenGMM(epsilon=...)."
+        )
 
 
 def _union(transport: Transport, spec: MethodSpec, seed: int, n_features: int | None, tf: dict[str, Any]) -> FederatedRun:
@@ -161,6 +184,7 @@ def _by_client(models: list[LocalModelReply]) -> dict[int, tuple[MixtureState, i
 def _federated_em(
     transport: Transport,
     spec: MethodSpec,
+    local: LocalFitSettings,
     seed: int,
     tf: dict[str, Any],
     n_features: int | None,
@@ -183,8 +207,9 @@ def _federated_em(
         tf = {"transform_id": tf["transform_id"]} if tf else {}
     fem = run_federated_em(
         transport, n_components=k, covariance_type=spec.covariance_type, max_rounds=spec.max_rounds,
-        tol=spec.round_tol, reg_covar=spec.reg_covar, init=start, local=spec.local_settings(), seed=seed,
-        min_clients=spec.min_clients, on_round=on_round, records=records, robust=spec.robust_settings(), **tf,
+        tol=spec.round_tol, reg_covar=spec.reg_covar, init=start, local=local, seed=seed,
+        min_clients=spec.min_clients, on_round=on_round, records=records, robust=spec.robust_settings(),
+        dp_noise=spec.dp_noise, **tf,
     )
     if one_shot is not None:
         fem.init_result = one_shot

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,17 @@ from fedgmm.federated.fedgengmm import (
 )
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import decode_statistics, encode_request, state_arrays
+from fedgmm.federated.private_rounds import (
+    RESIDUAL_RATIO,
+    RoundPlan,
+    combine_noisy_statistics,
+    decode_noisy_statistics,
+    noisy_m_step,
+    round_config,
+    round_plan,
+    row_bound,
+    whiten_state,
+)
 from fedgmm.federated.robust import ClientDecision, RobustSettings, combine_statistics
 from fedgmm.federated.screening import (
     describe_decisions,
@@ -85,6 +97,12 @@ class FederatedEMResult:
     init_result : FedGenGMMResult or None
         The FedGenGMM run of the hybrid initialisation.
     server_seconds : float
+    lower_bound : float
+        Federated mean log-likelihood of the last round's broadcast (NaN in a private run:
+        private replies carry no log-likelihood).
+    privacy_spent : dict of int to (float, float)
+        Private runs: the ``(epsilon, delta)`` each client last reported spent (its
+        ledger's accountant value), by client id; empty otherwise.
     """
 
     state: MixtureState
@@ -97,6 +115,7 @@ class FederatedEMResult:
     init_result: FedGenGMMResult | None = None
     server_seconds: float = 0.0
     lower_bound: float = field(default=-np.inf)
+    privacy_spent: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def reference_point(state: MixtureState) -> np.ndarray:
@@ -121,6 +140,7 @@ def run_federated_em(
     on_round: Callable[[RoundRecord, MixtureState], None] | None = None,
     records: dict[str, ClientRecord] | None = None,
     robust: RobustSettings | None = None,
+    dp_noise: str = "local",
 ) -> FederatedEMResult:
     """Federated EM over ``transport``, from a given mixture or an initialisation round.
 
@@ -154,6 +174,18 @@ def run_federated_em(
         influence (:func:`~fedgmm.federated.robust.combine_statistics`; exactly the plain
         sum when no client is flagged). ``RobustSettings(enabled=False)``: the plain sum.
 
+    Local differential privacy is on when ``local.epsilon`` is set
+    (:mod:`fedgmm.federated.private_rounds`): the budget ``(local.epsilon, local.delta)``
+    per client covers the ``"kmeans++"`` initialisation upload (a DP-EM local fit; none
+    when starting from a given mixture) and ``max_rounds`` rounds of noisy statistics, all
+    of which run (there is no private log-likelihood to stop on); rows are whitened by
+    ``local.feature_scale`` or clipped to ``local.clip_bound``; each M-step is the
+    noise-aware one, and the robust checks are the noise-aware bounds. ``dp_noise``:
+    ``"local"`` (each reply carries the calibrated noise) or ``"distributed"`` (each of the
+    C clients of the previous exchange adds ``1/sqrt(C)`` of it: the guarantee then holds
+    for the sum only, under secure aggregation; it needs the ``"kmeans++"`` initialisation
+    to know C).
+
     Raises
     ------
     FederationError
@@ -165,6 +197,7 @@ def run_federated_em(
     server_before = transport_seconds(transport)
     records = {} if records is None else records
     local = local or LocalFitSettings(covariance_type=covariance_type)
+    privacy_spent: dict[int, tuple[float, float]] = {}
     if isinstance(init, MixtureState):
         state = init
         if state.n_components != n_components or state.covariance_type != covariance_type:
@@ -172,11 +205,17 @@ def run_federated_em(
                 f"init has K={state.n_components} ({state.covariance_type}); expected K={n_components} ({covariance_type})."
             )
     elif init == "kmeans++":
+        upload, extra = local, None
+        if local.epsilon is not None:
+            plan = _plan(local, max_rounds, covariance_type, private_init=True, noise=dp_noise)
+            upload = replace(local, epsilon=plan.init_epsilon)
+            extra = _dp_config(plan, local, seed)
         models, recs = collect_local_models(
-            transport, local, seed, min_clients=min_clients, transform=transform, transform_id=transform_id,
-            what="federated EM initialisation upload",
+            transport, upload, seed, min_clients=min_clients, transform=transform, transform_id=transform_id,
+            what="federated EM initialisation upload", extra_settings=extra,
         )
         records.update(recs)
+        privacy_spent.update({m.client_id: m.privacy for m in models if m.privacy is not None})
         screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation")
         states = [m.state for m in screened.models if m.state is not None]
         try:
@@ -190,6 +229,16 @@ def run_federated_em(
     else:
         raise ValueError(f"init must be 'kmeans++' or a MixtureState, got {init!r}.")
     init_state = state
+    private = None
+    n_share = len(privacy_spent)  # the distributed noise's share: clients of the previous exchange
+    if local.epsilon is not None:
+        if dp_noise == "distributed" and isinstance(init, MixtureState):
+            raise ValueError(
+                "dp_noise='distributed' needs the 'kmeans++' initialisation (its upload tells the server how many "
+                "clients share the noise); start from a given mixture with dp_noise='local'."
+            )
+        private = _plan(local, max_rounds, covariance_type, private_init=not isinstance(init, MixtureState),
+                        noise=dp_noise)  # fmt: skip
     history: list[RoundRecord] = []
     converged = False
     lower_bound = -np.inf
@@ -197,14 +246,29 @@ def run_federated_em(
     callback_seconds = 0.0
     for n_round in range(1, max_rounds + 1):
         shift = reference_point(state)
-        settings: dict[str, str] = {"covariance-type": covariance_type}
+        settings: dict[str, Any] = {"covariance-type": covariance_type}
         if transform_id:
             settings["transform-id"] = transform_id
+        if private is not None:
+            settings.update(_dp_config(private, local, seed, n_share))
         arrays = {**state_arrays(state), "shift": shift}
         if transform is not None and n_round == 1 and isinstance(init, MixtureState):
             arrays.update(transform)  # first contact with the clients: ship the transform once
         request = encode_request(EM_STATISTICS, settings, arrays)
         replies = transport.exchange(EM_STATISTICS, request)
+        if private is not None:
+            state, record = _private_round(
+                replies, state, private, local, n_round, reg_covar, robust, records, privacy_spent, min_clients,
+                transport.communication, n_share,
+            )
+            n_share = record.n_clients
+            history.append(record)
+            lower_bound = np.nan
+            if on_round is not None:
+                cb_start = time.perf_counter()
+                on_round(record, state)
+                callback_seconds += time.perf_counter() - cb_start
+            continue
         usable = triage_replies(replies, partial(
             decode_statistics, covariance_type=covariance_type, n_components=n_components,
             n_features=state.n_features, shift=shift,
@@ -255,7 +319,66 @@ def run_federated_em(
         communication=transport.communication,
         server_seconds=elapsed,
         lower_bound=lower_bound,
+        privacy_spent=privacy_spent,
     )
+
+
+def _plan(local: LocalFitSettings, max_rounds: int, covariance_type: str, *, private_init: bool, noise: str) -> RoundPlan:
+    assert local.epsilon is not None
+    return round_plan(local.epsilon, local.delta, max_rounds, covariance_type, private_init, noise)
+
+
+def _dp_config(plan: RoundPlan, local: LocalFitSettings, seed: int, n_clients: int = 1) -> dict[str, Any]:
+    return round_config(plan, seed=seed, clip_bound=local.clip_bound, feature_scale=local.feature_scale,
+                        n_clients=max(1, n_clients))  # fmt: skip
+
+
+def _private_round(
+    replies: list[Any],
+    state: MixtureState,
+    plan: RoundPlan,
+    local: LocalFitSettings,
+    n_round: int,
+    reg_covar: float,
+    robust: RobustSettings,
+    records: dict[str, ClientRecord],
+    privacy_spent: dict[int, tuple[float, float]],
+    min_clients: int,
+    comm: CommunicationLog,
+    n_share: int,
+) -> tuple[MixtureState, RoundRecord]:
+    """One private round on the server: decode, noise-aware checks and sum, noise-aware M-step."""
+    d = state.n_features
+    usable = triage_replies(replies, partial(
+        decode_noisy_statistics, covariance_type=state.covariance_type, n_components=state.n_components, n_features=d,
+    ), records)
+    merged: list[SufficientStatistics] = []
+    ids: list[int] = []
+    for reply, stat in usable:
+        assert stat.stats is not None and stat.privacy is not None
+        merged.append(stat.stats)
+        ids.append(stat.client_id)
+        privacy_spent[stat.client_id] = stat.privacy
+        records[reply.source] = ClientRecord(reply.source, stat.client_id, "ok", "", stat.stats.n_samples, state.n_components)
+    what = f"federated EM round {n_round} (private)"
+    require_clients(len(merged), min_clients, what, records)
+    scale = np.asarray(local.feature_scale) if local.feature_scale else np.ones(d)
+    bound = row_bound(d, local.clip_bound, local.feature_scale)
+    residual = RESIDUAL_RATIO * bound
+    combined = combine_noisy_statistics(
+        merged, ids, noise=plan.noise(residual, max(1, n_share)), bound=residual, robust=robust.enabled,
+        max_client_weight=robust.max_client_weight, max_count_ratio=robust.max_count_ratio,
+    )
+    flagged = record_decisions(records, combined.decisions, prefix=f"round {n_round}: ")
+    if combined.total is None:
+        raise no_survivors(what, combined.decisions)
+    n_kept = len(merged) - sum(dec.action == "rejected" for dec in flagged)
+    require_clients(n_kept, min_clients, what, records)
+    # σ of the summed second moments: the kept replies' independent noises add up.
+    per_client = plan.noise(residual, max(1, n_share)).second
+    new = noisy_m_step(combined.total, whiten_state(state, scale), scale, bound, reg_covar,
+                       second_noise=per_client * float(np.sqrt(max(1, n_kept))))  # fmt: skip
+    return new, RoundRecord(n_round, float("nan"), n_kept, comm.bytes_up, comm.bytes_down, tuple(flagged))
 
 
 def _combine(

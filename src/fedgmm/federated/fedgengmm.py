@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -291,8 +293,11 @@ def collect_local_models(
     transform: dict[str, np.ndarray] | None = None,
     transform_id: str = "",
     what: str = "FedGenGMM upload",
+    extra_settings: Mapping[str, Any] | None = None,
 ) -> tuple[list[LocalModelReply], dict[str, ClientRecord]]:
     """One upload round: every client fits its local GMM and sends it (``what`` names the round in errors).
+
+    ``extra_settings`` are added to the request's fields (a private federated EM run's budget).
 
     Replies are decoded and checked; failures, self-exclusions and rejected payloads are
     recorded. When ``n_features`` is not given, the dimension most clients report wins
@@ -308,7 +313,7 @@ def collect_local_models(
     FederationError
         Fewer than ``min_clients`` usable models.
     """
-    settings = local_fit_config(local, seed)
+    settings = {**local_fit_config(local, seed), **(extra_settings or {})}
     if transform_id:
         settings["transform-id"] = transform_id
     request = encode_request(FIT_LOCAL, settings, transform)

@@ -24,6 +24,8 @@ METHODS = ("centralized", "local", "union", "fedgengmm", "fedem", "hybrid")
 FEDERATED_METHODS = ("union", "fedgengmm", "fedem", "hybrid")
 #: Federated EM's initialisations.
 INITS = ("kmeans++", "fedgengmm")
+#: Where private federated EM adds its noise (:data:`fedgmm.federated.private_rounds.NOISE_MODES`).
+DP_NOISE_MODES = ("local", "distributed")
 #: Default local K, as a multiple of the global K (see :func:`resolve_local_components`).
 DEFAULT_LOCAL_FACTOR = 4
 #: How the server turns the union into the global model: ``"sample"`` (the paper: sample
@@ -225,14 +227,22 @@ class MethodSpec:
     epsilon : float or None
         Record-level (ε, δ)-DP per client (add/remove one row; :mod:`fedgmm.privacy`), None
         off. FedGenGMM: each client's local fit is DP-EM and the upload carries a noisy
-        count; federated EM: each client's per-round statistics are noised, composed over
-        ``max_rounds`` (all of them run). Needs federated standardisation/PCA (its
-        per-axis scale bounds the rows) or ``clip_bound``.
+        count; federated EM: each client's per-round statistics are noised (local DP),
+        composed with its private initialisation upload over ``max_rounds`` (all of them
+        run; :mod:`fedgmm.federated.private_rounds`). Not for the union or the hybrid.
+        Needs federated standardisation/PCA (its per-axis scale bounds the rows) or
+        ``clip_bound``.
     delta : float
         The δ of the guarantee, in (0, 1).
     clip_bound : float or None
         A public bound on the rows' Euclidean norm (in the coordinates the clients fit in),
         used when no preprocessing transform gives one; rows are clipped to it.
+    dp_noise : {"local", "distributed"}
+        Private federated EM: ``"local"`` (default) — every client's reply carries the
+        calibrated noise, the guarantee holds against a server that sees each reply;
+        ``"distributed"`` — each client adds ``1/sqrt(C)`` of it so the sum of the C replies
+        carries it: the guarantee holds for the sum only, under secure aggregation (the
+        in-process transport has none: there it measures central DP's utility).
     """
 
     method: str
@@ -257,6 +267,7 @@ class MethodSpec:
     epsilon: float | None = None
     delta: float = 1e-5
     clip_bound: float | None = None
+    dp_noise: str = "local"
 
     def __post_init__(self) -> None:
         parse_method(self.method)
@@ -290,6 +301,10 @@ class MethodSpec:
             raise ValueError(f"robust must be True or False, got {self.robust!r}.")
         self.robust_settings()  # checks max_client_weight
         _check_privacy(self.epsilon, self.delta, self.clip_bound)
+        if self.dp_noise not in DP_NOISE_MODES:
+            raise ValueError(f"dp_noise must be one of {list(DP_NOISE_MODES)}, got {self.dp_noise!r}.")
+        if self.epsilon is not None and self.method in ("fedem", "hybrid") and self.max_rounds < 1:
+            raise ValueError("epsilon with federated EM needs max_rounds >= 1: the round limit is part of the budget.")
 
     @property
     def client_reg_covar(self) -> float:

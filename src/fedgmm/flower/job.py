@@ -21,6 +21,7 @@ from fedgmm.federated.dispatch import FederatedRun, run_method
 from fedgmm.federated.messages import decode_ack, encode_request, state_arrays
 from fedgmm.federated.preprocessing import Transform, run_preprocessing
 from fedgmm.federated.private import privacy_record
+from fedgmm.federated.private_rounds import fedem_privacy_record
 from fedgmm.federated.transform_file import transform_payload
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, Reply, decode_replies
 from fedgmm.flower.secure import AGGREGATE_CLIENT_ID, SecureFlowerTransport, SecureSettings
@@ -106,12 +107,20 @@ def outcome_details(run: FederatedRun) -> dict[str, Any]:
             "privacy": privacy_record(run.spec.epsilon, run.spec.delta, res.privacy_spent),
         }
     fem = run.fedem
+    # A private run's rounds have no log-likelihood (NaN): JSON null.
+    history = [{**asdict(r), "log_likelihood": _finite_or_none(r.log_likelihood)} for r in fem.history]
     return {
         "n_rounds": fem.n_rounds,
         "converged": fem.converged,
-        "lower_bound": float(fem.lower_bound),
-        "history": [asdict(r) for r in fem.history],
+        "lower_bound": _finite_or_none(fem.lower_bound),
+        "history": history,
+        "privacy": fedem_privacy_record(run.spec.epsilon, run.spec.delta, run.spec.max_rounds, fem.privacy_spent,
+                                        run.spec.dp_noise),
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _records(records: Mapping[str, ClientRecord], transport: FlowerTransport) -> list[dict[str, Any]]:

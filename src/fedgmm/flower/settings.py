@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgmm.datasets.partition import PARTITIONERS
-from fedgmm.federated.spec import AGGREGATIONS, INITS, LOCAL_REG_MODES, MethodSpec
+from fedgmm.federated.spec import AGGREGATIONS, DP_NOISE_MODES, INITS, LOCAL_REG_MODES, MethodSpec
 from fedgmm.types import COVARIANCE_TYPES
 
 ALGORITHMS = ("fedgengmm", "fedem", "hybrid")
@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "epsilon": 0.0,
     "delta": _SPEC.delta,
     "clip-bound": 0.0,
+    "dp-noise": _SPEC.dp_noise,
     "seed": 0,
     "preprocessing": "none",
     "pca-components": 0,
@@ -349,6 +350,7 @@ class RunSettings:
             epsilon=_off_if_zero(cfg, "epsilon"),
             delta=_delta(cfg),
             clip_bound=_off_if_zero(cfg, "clip-bound"),
+            dp_noise=get_str(cfg, "dp-noise", choices=DP_NOISE_MODES),
         )
         preprocessing = get_str(cfg, "preprocessing", choices=PREPROCESSING)
         pca = get_int(cfg, "pca-components", low=0)

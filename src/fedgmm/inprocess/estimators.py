@@ -18,6 +18,7 @@ from fedgmm.federated.fedem import RoundRecord
 from fedgmm.federated.fedgengmm import DEFAULT_SYNTHETIC_FACTOR
 from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT
 from fedgmm.federated.private import guarantee
+from fedgmm.federated.private_rounds import fedem_guarantee
 from fedgmm.federated.robust import DEFAULT_MAX_CLIENT_WEIGHT
 from fedgmm.federated.spec import INITS, MethodSpec, parse_local_components
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, client_rows, is_behaviour
@@ -421,10 +422,20 @@ class FederatedEM(_FederatedDensity):
     n_jobs : int, default=1
     epsilon : float or None, default=None
         Record-level (ε, δ)-DP per client (add/remove one row; accountant: ``dp-accounting``
-        PLD), None off. Needs ``clip_bound`` (these facades run no preprocessing).
+        PLD), None off: local DP — each client noises its own statistics every round
+        (:mod:`fedgmm.federated.private_rounds`). One budget per client covers the
+        ``"kmeans++"`` initialisation upload (a DP-EM local fit) and ``max_rounds`` rounds,
+        all of which run (``round_tol`` does not apply); a client refuses, with a recorded
+        reason, any release beyond it. Not with ``init="fedgengmm"``. Needs ``clip_bound``
+        (these facades run no preprocessing).
     delta : float, default=1e-5
     clip_bound : float or None, default=None
         A public bound on the rows' Euclidean norm; rows are clipped to it (DP runs).
+    dp_noise : {"local", "distributed"}, default="local"
+        ``"distributed"``: each client adds ``1/sqrt(C)`` of the calibrated noise so the
+        sum carries it — the guarantee holds for the sum only, under secure aggregation,
+        which the in-process transport does not have (use it to measure central DP's
+        utility).
 
     Attributes
     ----------
@@ -438,6 +449,14 @@ class FederatedEM(_FederatedDensity):
     communication_ : CommunicationLog
     client_records_ : list of ClientRecord
     seed_ : int
+    privacy_spent_ : list of (float, float)
+        DP runs: the ``(epsilon, delta)`` each client that took part spent over the whole
+        run (its ledger's accountant value, as last reported), in client order (never
+        above the target); empty otherwise.
+    privacy_client_ids_ : list of int
+        The client index of each ``privacy_spent_`` entry.
+    privacy_ : dict or None
+        The guarantee (target epsilon, delta, accountant, mechanism, neighbours, scope).
     """
 
     def __init__(
@@ -465,6 +484,7 @@ class FederatedEM(_FederatedDensity):
         epsilon: float | None = None,
         delta: float = 1e-5,
         clip_bound: float | None = None,
+        dp_noise: str = "local",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -488,6 +508,7 @@ class FederatedEM(_FederatedDensity):
         self.epsilon = epsilon
         self.delta = delta
         self.clip_bound = clip_bound
+        self.dp_noise = dp_noise
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FederatedEM:
         """Run federated EM over in-process clients.
@@ -526,7 +547,7 @@ class FederatedEM(_FederatedDensity):
             synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, local_reg_covar=self.local_reg_covar,
             max_iter=self.max_iter, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
             min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
-            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound,
+            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound, dp_noise=self.dp_noise,
         )
         self.seed_ = as_seed(self.random_state)
         run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, init_state=init_state)
@@ -545,6 +566,9 @@ class FederatedEM(_FederatedDensity):
         self.server_seconds_ = run.server_seconds
         self.client_seconds_ = client_seconds
         self.n_features_in_ = n_features
+        self.privacy_client_ids_ = sorted(result.privacy_spent)
+        self.privacy_spent_ = [result.privacy_spent[c] for c in self.privacy_client_ids_]
+        self.privacy_ = None if self.epsilon is None else fedem_guarantee(self.epsilon, self.delta, self.max_rounds, self.dp_noise)
         _set_feature_names(self, clients)
         _warn_exclusions(result.records)
         return self
