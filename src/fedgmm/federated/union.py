@@ -60,19 +60,29 @@ def union_mixture(states: Sequence[MixtureState], counts: Sequence[int]) -> Mixt
         raise ValueError("every local model needs a positive sample count.")
     ctype: CovarianceType = states[0].covariance_type
     weights = np.concatenate([s.weights * (c / n.sum()) for s, c in zip(states, n, strict=True)])
-    means = np.concatenate([s.means for s in states])
-    if ctype == "tied" and len(states) > 1:
-        covs = np.concatenate([full_covariances(s) for s in states])
+    weights = weights / weights.sum()
+    if ctype == "tied" and len(states) == 1:
+        return MixtureState.from_covariances(weights, states[0].means, states[0].covariances, ctype)
+    if ctype == "tied":
         ctype = "full"
-    elif ctype == "tied":
-        covs = states[0].covariances
+        covs = np.concatenate([full_covariances(s) for s in states])
+        prec = np.concatenate([np.broadcast_to(s.precisions_cholesky, (s.n_components, *s.covariances.shape)) for s in states])
     else:
         covs = np.concatenate([s.covariances for s in states])
-    return MixtureState.from_covariances(weights / weights.sum(), means, covs, ctype)
+        prec = np.concatenate([s.precisions_cholesky for s in states])
+    # Every local state was validated when it was built (and its precision factors computed):
+    # the union reuses them instead of refactorising Σ K_c covariances (O(Σ K_c d³)).
+    means = np.concatenate([s.means for s in states])
+    for a in (weights, means, covs, prec):
+        a.setflags(write=False)
+    return MixtureState(weights, means, covs, prec, ctype)
 
 
 def deregularized_factors(state: MixtureState, reg_covar: float | np.ndarray) -> np.ndarray:
     """Square-root factors of ``Σ_k − reg_covar·I`` (negative eigenvalues clipped to 0).
+
+    ``reg_covar`` is a scalar, one value per component ``(K,)``, or one matrix per
+    component ``(K, d, d)`` (then ``Σ_k − R_k``).
 
     A local M-step returns ``Σ_k = S_k + reg_covar·I`` with ``S_k`` the weighted scatter of
     the client's rows. Sampling from ``S_k`` instead of ``Σ_k`` and letting the global
@@ -87,8 +97,10 @@ def deregularized_factors(state: MixtureState, reg_covar: float | np.ndarray) ->
         ``A_k`` with ``A_k A_kᵀ = max(Σ_k − reg_covar·I, 0)``.
     """
     covs = full_covariances(state)
-    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, or one value per component (K,)
-    if np.all(reg <= 0):
+    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, one per component (K,), or matrices (K, d, d)
+    if reg.ndim == 3:
+        eigval, eigvec = np.linalg.eigh(covs - reg)
+    elif np.all(reg <= 0):
         eigval, eigvec = np.linalg.eigh(covs)
     else:
         eigval, eigvec = np.linalg.eigh(covs - reg[..., None, None] * np.eye(state.n_features))
