@@ -46,6 +46,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score  # noqa: E402
 
+import fedgmm.federated.spec as spec_module  # noqa: E402
 from fedgmm import FederatedEM, FedGenGMM, GaussianMixture  # noqa: E402
 from fedgmm.datasets import load_dataset  # noqa: E402
 from fedgmm.experiments.config import StudyConfig, load_config, shipped_studies  # noqa: E402
@@ -131,12 +132,18 @@ def run_cell(
                      "auc_pr": auc_pr(cm, X_test, X_ood), "bytes": 0, "seconds": time.perf_counter() - t})
     for label, kw in methods.items():
         t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if label.startswith("fedem") or label.startswith("hybrid"):
-                est: Any = FederatedEM(k, random_state=seed, **kw).fit(clients)
-            else:
-                est = FedGenGMM(k, random_state=seed, **kw).fit(clients)
+        kw = dict(kw)
+        factor = kw.pop("_auto_factor", spec_module.DEFAULT_AUTO_REG_FACTOR)
+        saved, spec_module.DEFAULT_AUTO_REG_FACTOR = spec_module.DEFAULT_AUTO_REG_FACTOR, factor
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if label.startswith("fedem") or label.startswith("hybrid"):
+                    est: Any = FederatedEM(k, random_state=seed, **kw).fit(clients)
+                else:
+                    est = FedGenGMM(k, random_state=seed, **kw).fit(clients)
+        finally:
+            spec_module.DEFAULT_AUTO_REG_FACTOR = saved
         row = {**base, "method": label, "settings": kw, "test_ll": float(est.score(X_test)),
                "auc_pr": auc_pr(est, X_test, X_ood), "bytes": _bytes(est), "rounds": est.communication_.rounds,
                "seconds": time.perf_counter() - t}
@@ -163,6 +170,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "fg-reg1e-6": {"local_reg_covar": None},
     "fg-map": {"local_reg_covar": "map"},
     "fg-paper": {"local_components": (1, 10), "local_reg_covar": None, "n_init": 1},
+    # "auto" with another factor of the client's covariance (patched in for the lever only)
+    "fg-auto0.02": {"_auto_factor": 0.02},
+    "fg-auto0.2": {"_auto_factor": 0.2},
+    "fg-auto0.5": {"_auto_factor": 0.5},
 }
 
 
