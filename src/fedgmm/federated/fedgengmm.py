@@ -140,9 +140,8 @@ def fit_global_model(
     settings : GlobalFitSettings
     rng : numpy.random.Generator
         Draws the synthetic set, then seeds the global fit.
-    local_reg_covar : float or ndarray of shape (union.n_components,) or (union.n_components, d, d)
-        The ``reg_covar`` the clients' fits added (one value, one per union component, or
-        one matrix per union component);
+    local_reg_covar : float or ndarray of shape (union.n_components,)
+        The ``reg_covar`` the clients' fits added (one value, or one per union component);
         it is taken off the union's covariances before sampling (see
         :func:`~fedgmm.federated.union.deregularized_factors`), so the global fit
         regularises once, as a centralized fit does.
@@ -179,19 +178,10 @@ def fit_global_model(
 
 
 def client_regs(models: list[LocalModelReply], local: LocalFitSettings) -> np.ndarray:
-    """What each union component's client added to its covariances (else the ``reg_covar`` asked for).
-
-    Shape ``(Σ K_c,)`` when every client reported a scalar, else ``(Σ K_c, d, d)`` (a
-    scalar ``r`` as ``r·I``, a reported matrix as it is).
-    """
-    kept = [m for m in models if m.state is not None]
-    regs = [local.reg_covar if m.reg_covar is None else m.reg_covar for m in kept]
-    if not any(isinstance(r, np.ndarray) for r in regs):
-        return np.concatenate([np.full(m.state.n_components, float(r)) for m, r in zip(kept, regs, strict=True)])  # type: ignore[union-attr, arg-type]
-    d = kept[0].state.n_features  # type: ignore[union-attr]
+    """The ``reg_covar`` each union component's client reported (else the one asked for), shape ``(Σ K_c,)``."""
     return np.concatenate([
-        np.broadcast_to(r if isinstance(r, np.ndarray) else float(r) * np.eye(d), (m.state.n_components, d, d))  # type: ignore[union-attr]
-        for m, r in zip(kept, regs, strict=True)
+        np.full(m.state.n_components, local.reg_covar if m.reg_covar is None else m.reg_covar)
+        for m in models if m.state is not None
     ])  # fmt: skip
 
 

@@ -19,12 +19,11 @@ from fedgmm.types import CovarianceType
 #: A local component needs at least this many of the client's rows by default.
 DEFAULT_MIN_SAMPLES_PER_COMPONENT = 5
 #: How a client sets its local ``reg_covar``: ``"absolute"`` (the value sent), ``"auto"``
-#: (``reg_covar_factor ×`` its own shrunk covariance matrix, :func:`client_frame`) or
-#: ``"heldout"`` (K and that multiple chosen on held-out rows,
-#: :func:`~fedgmm.federated.local_selection.select_local_model`).
+#: (``reg_covar_factor ×`` its mean per-feature variance) or ``"heldout"`` (K and
+#: ``reg_covar`` chosen on held-out rows, :func:`~fedgmm.federated.local_selection.select_local_model`).
 REG_COVAR_MODES = ("absolute", "auto", "heldout")
-#: ``"auto"`` local regularisation as a multiple of the client's covariance matrix: 0.05
-#: was measured best as ``reg_covar`` on whitened features, where the two coincide.
+#: ``"auto"`` local ``reg_covar`` as a multiple of the client's mean per-feature variance:
+#: measured best on standardised (whitened) features, where it is exactly 0.05.
 DEFAULT_AUTO_REG_FACTOR = 0.05
 
 
@@ -47,8 +46,7 @@ class LocalFitSettings:
     reg_covar_mode : {"absolute", "auto", "heldout"}
         See :data:`REG_COVAR_MODES`. The client reports the ``reg_covar`` it used.
     reg_covar_factor : float
-        ``"auto"``: the fit adds ``reg_covar_factor × C`` to every covariance, ``C`` the
-        client's (Ledoit–Wolf shrunk) covariance; the reply reports that ``(d, d)`` matrix.
+        ``"auto"``: ``reg_covar = reg_covar_factor × mean_j Var(X[:, j])`` of the client's rows.
     per_client : tuple of (int, int)
         One ``(k_min, k_max)`` per client id (empty: ``(k_min, k_max)`` for every client).
         Client ``c`` uses entry ``c``: the client id is the position of the client in the
@@ -101,66 +99,12 @@ class LocalFitSettings:
         return replace(self, k_min=lo, k_max=hi, per_client=())
 
     def client_reg_covar(self, X: np.ndarray) -> float:
-        """The scalar ``reg_covar`` of a local fit of ``X`` (shape ``(n_c, d)``) in the ``"absolute"`` mode.
-
-        In the ``"auto"`` mode: ``reg_covar_factor ×`` the client's mean per-feature
-        variance, the size of the regularisation :func:`client_frame` makes relative to
-        the client's own covariance (its trace / d).
-        """
+        """The ``reg_covar`` of a fixed-K or BIC local fit of ``X`` (shape ``(n_c, d)``)."""
         if self.reg_covar_mode != "auto":
             return float(self.reg_covar)
         scale = float(np.mean(np.var(X, axis=0)))
         reg = self.reg_covar_factor * scale
         return reg if np.isfinite(reg) and reg > 0 else max(float(self.reg_covar), 1e-6)
-
-
-def client_frame(X: np.ndarray, covariance_type: CovarianceType) -> tuple[np.ndarray, np.ndarray]:
-    """The client's own affine frame for the ``"auto"`` local fit: ``(mean (d,), factor L (d, d))``.
-
-    ``L Lᵀ = C`` is the client's covariance with its correlations shrunk by Ledoit–Wolf
-    (well conditioned however few rows it has, constant features included); ``"diag"`` keeps only its diagonal and
-    ``"spherical"`` its mean variance, so a model of that type in the frame is one of that
-    type outside it. A local fit of ``z = L⁻¹(x − mean)`` with ``reg_covar = r`` is, mapped
-    back, a fit of ``x`` regularised by ``r·C``: the regularisation follows the client's
-    own spread along every direction (affine-equivariant), where a scalar ``r·I`` swamps
-    the directions of small variance (near-discrete or strongly correlated features).
-    """
-    from sklearn.covariance import ledoit_wolf
-
-    d = X.shape[1]
-    mean = X.mean(axis=0)
-    if X.shape[0] < 2 or not np.all(np.isfinite(X)):
-        return mean, np.eye(d)
-    var = np.var(X, axis=0)
-    scale = float(np.mean(var))
-    if not (np.isfinite(scale) and scale > 0):
-        return mean, np.eye(d)
-    if covariance_type == "spherical":
-        return mean, np.sqrt(scale) * np.eye(d)
-    std = np.sqrt(np.clip(var, 1e-12 * scale, None))
-    if covariance_type == "diag":
-        return mean, np.diag(std)
-    # Ledoit–Wolf on the standardised rows: the correlation matrix shrunk toward I (so the
-    # covariance toward its own diagonal, keeping every feature's variance).
-    corr, _ = ledoit_wolf((X - mean) / std, assume_centered=True)
-    cov = std[:, None] * (0.5 * (corr + corr.T) + 1e-12 * np.eye(d)) * std[None, :]
-    return mean, np.linalg.cholesky(cov)
-
-
-def state_from_frame(state: MixtureState, mean: np.ndarray, factor: np.ndarray) -> MixtureState:
-    """A mixture fitted on ``z = L⁻¹(x − mean)`` as a mixture of ``x`` (same type)."""
-    means = mean + state.means @ factor.T
-    ctype = state.covariance_type
-    cov = state.covariances
-    if ctype == "full":
-        cov = factor @ cov @ factor.T
-    elif ctype == "tied":
-        cov = factor @ cov @ factor.T
-    elif ctype == "diag":
-        cov = cov * np.diag(factor) ** 2
-    else:
-        cov = cov * factor[0, 0] ** 2
-    return MixtureState.from_covariances(state.weights, means, cov, ctype)
 
 
 def client_seed(seed: int, client_id: int) -> int:
@@ -246,13 +190,7 @@ def fit_local_model(X: np.ndarray, settings: LocalFitSettings, *, client_id: int
     if settings.reg_covar_mode == "heldout":
         return _heldout_local_model(X, settings, client_id=client_id, seed=seed)
     n = X.shape[0]
-    frame: tuple[np.ndarray, np.ndarray] | None = None
-    if settings.reg_covar_mode == "auto":  # fit in the client's own frame, regularised by reg_covar_factor there
-        frame = client_frame(X, settings.covariance_type)
-        X = np.linalg.solve(frame[1], (X - frame[0]).T).T
-        reg = float(settings.reg_covar_factor) if settings.reg_covar_factor > 0 else 1e-6
-    else:
-        reg = settings.client_reg_covar(X)
+    reg = settings.client_reg_covar(X)
     ks, note = candidate_components(n, settings)
     rs = client_seed(seed, client_id)
     notes = [note] if note else []
@@ -281,17 +219,8 @@ def fit_local_model(X: np.ndarray, settings: LocalFitSettings, *, client_id: int
         reason = " ".join(notes) + " Every local fit was degenerate; increase reg_covar or scale the data."
         return LocalModelReply(client_id, STATUS_EXCLUDED, n, None, reason.strip())
     chosen = best[1]
-    if frame is None:
-        return LocalModelReply(
-            client_id, STATUS_OK, n, chosen.state_, " ".join(notes), bic if len(ks) > 1 else None, reg_covar=reg
-        )
-    # Back to the client's coordinates: Σ = L Σ_z Lᵀ = S + reg·C; the BIC gains 2n·log|det L|.
-    mean, factor = frame
-    state, reg_matrix = state_from_frame(chosen.state_, mean, factor), reg * (factor @ factor.T)
-    shift = 2.0 * n * float(np.sum(np.log(np.abs(np.diag(factor)))))
-    bic = {k: v + shift for k, v in bic.items()}
     return LocalModelReply(
-        client_id, STATUS_OK, n, state, " ".join(notes), bic if len(ks) > 1 else None, reg_covar=reg_matrix
+        client_id, STATUS_OK, n, chosen.state_, " ".join(notes), bic if len(ks) > 1 else None, reg_covar=reg
     )
 
 
@@ -308,24 +237,18 @@ def _heldout_local_model(X: np.ndarray, settings: LocalFitSettings, *, client_id
         ks = sorted({max(1, k // 4), max(1, k // 2), k})
     else:
         ks = list(range(settings.k_min, settings.k_max + 1))
-    mean, factor = client_frame(X, settings.covariance_type)
-    Z = np.linalg.solve(factor, (X - mean).T).T
+    scale = float(np.mean(np.var(X, axis=0)))
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
     try:
         state, choice = select_local_model(
-            Z, ks, reg_covars=DEFAULT_REG_COVARS, covariance_type=settings.covariance_type,
+            X, ks, reg_covars=[r * scale for r in DEFAULT_REG_COVARS], covariance_type=settings.covariance_type,
             min_samples_per_component=settings.min_samples_per_component, max_iter=settings.max_iter,
             tol=settings.tol, n_init=settings.n_init, seed=client_seed(seed, client_id),
         )
     except (DegenerateCovarianceError, ValueError) as exc:
         return LocalModelReply(client_id, STATUS_EXCLUDED, X.shape[0], None, f"held-out local selection failed: {exc}")
-    reason = (
-        f"held-out selection: K={choice.n_components}, reg_covar={choice.reg_covar:.3g} × the client's covariance; "
-        f"{choice.reason}"
-    )
-    return LocalModelReply(
-        client_id, STATUS_OK, X.shape[0], state_from_frame(state, mean, factor), reason,
-        reg_covar=choice.reg_covar * (factor @ factor.T),
-    )
+    reason = f"held-out selection: K={choice.n_components}, reg_covar={choice.reg_covar:.3g}; {choice.reason}"
+    return LocalModelReply(client_id, STATUS_OK, X.shape[0], state, reason, reg_covar=choice.reg_covar)
 
 
 def em_statistics(X: np.ndarray, state: MixtureState, shift: np.ndarray) -> tuple[SufficientStatistics | None, str]:

@@ -34,8 +34,6 @@ CONFIG = "config"
 MODEL = "model"
 STATS = "stats"
 MOMENTS = "moments"
-#: Array record of a local-model upload holding the ``(d, d)`` regularisation matrix its fit added.
-LOCAL_REG = "local-reg"
 
 STATUS_OK = "ok"
 STATUS_EXCLUDED = "excluded"
@@ -205,10 +203,9 @@ class LocalModelReply:
         Why the client is excluded, or what it changed (e.g. a smaller K); empty if nothing.
     bic : dict of int to float
         BIC per candidate K when K was chosen by BIC.
-    reg_covar : float, ndarray of shape (d, d) or None
-        What the client's fit added to every covariance: ``reg_covar·I`` for a float, the
-        matrix itself for an array (the ``"auto"`` local fit's ``factor × C``). None: not
-        reported; the server assumes the one it asked for.
+    reg_covar : float or None
+        The ``reg_covar`` the client's fit added (None: not reported; the server assumes
+        the one it asked for).
     privacy : (float, float) or None
         The ``(epsilon, delta)`` a DP local fit spent (None: not private).
     """
@@ -219,7 +216,7 @@ class LocalModelReply:
     state: MixtureState | None
     reason: str = ""
     bic: Mapping[int, float] | None = None
-    reg_covar: float | np.ndarray | None = None
+    reg_covar: float | None = None
     privacy: tuple[float, float] | None = None
 
 
@@ -235,9 +232,7 @@ def encode_local_model(reply: LocalModelReply) -> RecordDict:
     if reply.state is not None:
         cfg["covariance-type"] = reply.state.covariance_type
         content[MODEL] = _array_record(state_arrays(reply.state))
-    if isinstance(reply.reg_covar, np.ndarray):
-        content[LOCAL_REG] = _array_record({"reg-covar": reply.reg_covar})
-    elif reply.reg_covar is not None:
+    if reply.reg_covar is not None:
         cfg["reg-covar"] = float(reply.reg_covar)
     if reply.privacy is not None:
         cfg["dp-epsilon"], cfg["dp-delta"] = (float(v) for v in reply.privacy)
@@ -306,17 +301,11 @@ def decode_local_model(
             bic = {int(a): float(b) for a, b in zip(ks, vals, strict=True)}  # type: ignore[call-overload, arg-type]
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"bic-k/bic-value are not numbers: {exc}") from exc
-    reg: float | np.ndarray | None = None
+    reg = None
     if "reg-covar" in cfg:
         reg = _get(cfg, "reg-covar", float)
         if not (np.isfinite(reg) and reg >= 0):
             raise PayloadError(f"reg-covar must be a finite number >= 0, got {reg!r}.")
-    elif LOCAL_REG in content.array_records:
-        reg = _arrays(content, LOCAL_REG, ("reg-covar",))["reg-covar"]
-        if reg.shape != (d, d) or not np.allclose(reg, reg.T, rtol=1e-10, atol=0.0):
-            raise PayloadError(f"reg-covar must be a symmetric ({d}, {d}) matrix, got shape {reg.shape}.")
-        if np.min(np.linalg.eigvalsh(reg)) < -1e-10 * max(1.0, float(np.abs(reg).max())):
-            raise PayloadError("reg-covar must be positive semi-definite.")
     privacy = None
     if "dp-epsilon" in cfg:
         privacy = (_get(cfg, "dp-epsilon", float), _get(cfg, "dp-delta", float))

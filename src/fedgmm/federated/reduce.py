@@ -50,25 +50,18 @@ class ReductionResult:
 def deregularized_covariances(covariances: np.ndarray, reg_covar: float | np.ndarray) -> np.ndarray:
     """``max(Σ_i − reg_covar·I, 0)`` per component (eigenvalues clipped), shape ``(N, d, d)``.
 
-    ``reg_covar``: a scalar, one value per component ``(N,)``, or one matrix per component
-    ``(N, d, d)`` (then ``Σ_i − R_i``).
-
     The local M-step returned ``S_i + reg_covar·I``; reducing ``S_i`` and regularising the
     result once gives the reduced model the regularisation a centralized fit has (as
     :func:`~fedgmm.federated.union.deregularized_factors` does for sampling).
     """
-    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, one per component (N,), or matrices (N, d, d)
+    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, or one value per component (N,)
+    if np.all(reg <= 0):
+        return covariances
     d = covariances.shape[1]
     diag = np.arange(d)
-    if reg.ndim == 3:
-        out = covariances - reg
-        eps = 1e-12 * float(np.max(np.abs(reg)))
-    elif np.all(reg <= 0):
-        return covariances
-    else:
-        out = np.array(covariances, dtype=np.float64)  # one copy, edited in place (N·d² floats)
-        out[:, diag, diag] -= reg[..., None]
-        eps = 1e-12 * float(np.max(reg))
+    out = np.array(covariances, dtype=np.float64)  # one copy, edited in place (N·d² floats)
+    out[:, diag, diag] -= reg[..., None]
+    eps = 1e-12 * float(np.max(reg))
     out[:, diag, diag] += eps
     try:  # the usual case, an honest M-step's output: S_i is already positive semi-definite
         np.linalg.cholesky(out)
@@ -333,8 +326,8 @@ def reduce_mixture(
         assignment changes).
     reg_covar : float, default=1e-6
         Added once to every reduced covariance (the global fit's regularisation).
-    local_reg_covar : float or ndarray of shape (N,) or (N, d, d), default=0.0
-        The clients' ``reg_covar`` (or one per union component, or one matrix per union component), taken off the union's covariances first (eigenvalues
+    local_reg_covar : float or ndarray of shape (N,), default=0.0
+        The clients' ``reg_covar`` (or one per union component), taken off the union's covariances first (eigenvalues
         clipped at 0), so the result is regularised once.
     virtual_samples : float or ndarray of shape (N,), optional
         ``"hem"`` only: total virtual samples ``M`` (so ``N_i = M w_i``), or ``N_i`` per

@@ -29,7 +29,7 @@ DEFAULT_LOCAL_FACTOR = 4
 #: How the server turns the union into the global model: ``"sample"`` (the paper: sample
 #: the union, fit EM) or ``"reduce"`` (sample-free, :func:`fedgmm.federated.reduce.reduce_mixture`).
 AGGREGATIONS = ("sample", "reduce")
-#: ``local_reg_covar`` keywords: ``"auto"`` (0.05 × each client's covariance matrix)
+#: ``local_reg_covar`` keywords: ``"auto"`` (0.05 × each client's mean per-feature variance)
 #: and ``"heldout"`` (K and reg_covar chosen on each client's held-out rows).
 LOCAL_REG_MODES = ("auto", "heldout")
 #: Named baselines a study may list beside :data:`METHODS`: ``name -> (method, spec overrides)``.
@@ -181,11 +181,10 @@ class MethodSpec:
     reg_covar : float
         Added to the covariance diagonals of the global (server) fits and the M-steps.
     local_reg_covar : float, "auto", "heldout" or None
-        The clients' local fits' ``reg_covar``. ``"auto"`` (default): each client adds
-        ``0.05 ×`` its own correlation-shrunk covariance matrix (it fits ``reg_covar = 0.05``
-        in its own whitened frame, :func:`~fedgmm.federated.local.client_frame`): the value
-        measured best for issue 9 on whitened features, and the same relative smoothing
-        along every direction of any affine transform of them. A float is absolute; None: ``reg_covar``;
+        The clients' local fits' ``reg_covar``. ``"auto"`` (default): each client uses
+        ``0.05 ×`` its mean per-feature variance — exactly 0.05 on standardised data, the
+        value measured best for issue 9 (whitened PCA features, variance 1), and the same
+        relative smoothing on raw-scale data. A float is absolute; None: ``reg_covar``;
         ``"heldout"``: each client picks K and reg_covar on a held-out quarter of its rows
         (:func:`~fedgmm.federated.local_selection.select_local_model`; its choice is in the
         client's record). Clients report the value they used, and the server takes it off

@@ -81,9 +81,6 @@ def union_mixture(states: Sequence[MixtureState], counts: Sequence[int]) -> Mixt
 def deregularized_factors(state: MixtureState, reg_covar: float | np.ndarray) -> np.ndarray:
     """Square-root factors of ``Σ_k − reg_covar·I`` (negative eigenvalues clipped to 0).
 
-    ``reg_covar`` is a scalar, one value per component ``(K,)``, or one matrix per
-    component ``(K, d, d)`` (then ``Σ_k − R_k``).
-
     A local M-step returns ``Σ_k = S_k + reg_covar·I`` with ``S_k`` the weighted scatter of
     the client's rows. Sampling from ``S_k`` instead of ``Σ_k`` and letting the global
     M-step add ``reg_covar`` once gives the global fit the regularisation a centralized
@@ -97,10 +94,8 @@ def deregularized_factors(state: MixtureState, reg_covar: float | np.ndarray) ->
         ``A_k`` with ``A_k A_kᵀ = max(Σ_k − reg_covar·I, 0)``.
     """
     covs = full_covariances(state)
-    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, one per component (K,), or matrices (K, d, d)
-    if reg.ndim == 3:
-        eigval, eigvec = np.linalg.eigh(covs - reg)
-    elif np.all(reg <= 0):
+    reg = np.asarray(reg_covar, dtype=np.float64)  # a scalar, or one value per component (K,)
+    if np.all(reg <= 0):
         eigval, eigvec = np.linalg.eigh(covs)
     else:
         eigval, eigvec = np.linalg.eigh(covs - reg[..., None, None] * np.eye(state.n_features))

@@ -202,10 +202,8 @@ class FedGenGMM(_FederatedDensity):
         Added to the covariance diagonals of the global fit (and of the local fits when
         ``local_reg_covar`` is None).
     local_reg_covar : float, "auto", "heldout" or None, default="auto"
-        ``reg_covar`` of the clients' local fits. ``"auto"``: each client adds ``0.05 ×``
-        its own (correlation-shrunk) covariance matrix, i.e. fits ``reg_covar = 0.05`` in
-        its own whitened frame (the measured best on whitened features; affine-equivariant,
-        so thin or strongly correlated directions are not swamped); a float:
+        ``reg_covar`` of the clients' local fits. ``"auto"``: ``0.05 ×`` each client's mean
+        per-feature variance (0.05 on standardised data, the measured best); a float:
         that value; None: ``reg_covar``; ``"heldout"``: each client picks its K and
         reg_covar on a held-out quarter of its rows (recorded in ``client_records_``).
         The union is de-regularised by what each client used before sampling, so the
