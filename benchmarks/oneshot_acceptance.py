@@ -248,7 +248,7 @@ def checks(rec: dict[str, Any]) -> dict[str, bool]:
 def table(path: Path) -> bool:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     recs = summarise(rows)
-    head = ["regime", "α", "seed", "gap FedGenGMM", "gap reduce", "gap hybrid-3", "ΔAUC-PR FedGenGMM",
+    head = ["regime", "α", "seed", "gap FedGenGMM", "gap reduce", "gap hybrid-3", "gap FedEM", "ΔAUC-PR FedGenGMM",
             "ΔAUC-PR hybrid-3", "union gap", "bytes FG/FedEM", "FedEM rounds", "upload MIA AUC", "checks"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -262,7 +262,7 @@ def table(path: Path) -> bool:
         ok_all &= all(res.values())
         failed = [k for k, v in res.items() if not v]
         print(f"| {rec['regime']} | {rec['alpha']:g} | {rec['seed']} | {f(rec, 'gap:fedgengmm')} | "
-              f"{f(rec, 'gap:fedgengmm-reduce')} | {f(rec, 'gap:hybrid-3')} | {f(rec, 'prdrop:fedgengmm', 3)} | "
+              f"{f(rec, 'gap:fedgengmm-reduce')} | {f(rec, 'gap:hybrid-3')} | {f(rec, 'gap:fedem')} | {f(rec, 'prdrop:fedgengmm', 3)} | "
               f"{f(rec, 'prdrop:hybrid-3', 3)} | {f(rec, 'union_gap')} | {f(rec, 'bytes_ratio', 3)} | "
               f"{rec.get('fedem_rounds', '—')} | {f(rec, 'membership_auc')} | "
               f"{'pass' if not failed else 'FAIL: ' + ', '.join(failed)} |")
