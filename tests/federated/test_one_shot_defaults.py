@@ -100,3 +100,27 @@ def test_paper_baseline_runs(iid_clients) -> None:
     assert run.model is not None and run.model.n_components == 4
     assert all(1 <= m.n_components <= 10 for m in run.local_models)
     assert all(r.status == "ok" for r in run.records)
+
+
+def test_reduce_on_a_union_of_k_components_returns_it(blob_data) -> None:
+    """Two clients of 2 local components and K = 4: the reduction has nothing to merge."""
+    X, y, _ = blob_data
+    clients = [X[y < 2], X[y >= 2]]
+    fg = FedGenGMM(4, local_components=2, aggregation="reduce", robust=False, random_state=0).fit(clients)
+    union, glob = fg.union_model_, fg.global_model_
+    np.testing.assert_allclose(glob.weights_, union.weights_, atol=1e-12)
+    np.testing.assert_allclose(glob.means_, union.means_, atol=1e-9)
+    # each client's "auto" reg (0.05 × its mean variance) taken off once, the global reg_covar put on once
+    regs = np.repeat([0.05 * np.mean(np.var(c, axis=0)) for c in clients], 2)
+    expected = union.covariances_ - (regs[:, None, None] - 1e-6) * np.eye(3)
+    np.testing.assert_allclose(glob.covariances_, expected, rtol=1e-8, atol=1e-9)
+
+
+def test_heldout_selection_on_a_tiny_client_degrades_with_a_clear_record(blob_data) -> None:
+    X = _standardised(blob_data[0])
+    fg = FedGenGMM(3, local_reg_covar="heldout", robust=False, random_state=0).fit([X[:800], X[800:815]])
+    tiny = fg.client_records_[1]
+    assert tiny.status == "ok"
+    assert "only 15 rows" in tiny.reason and "no held-out choice" in tiny.reason
+    assert fg.local_models_[1].n_components == 3  # K capped at 15 // 5
+    assert fg.client_records_[0].reason.startswith("held-out selection: K=")

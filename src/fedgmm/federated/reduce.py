@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy import sparse
 from sklearn.cluster import kmeans_plusplus
 
 from fedgmm.federated.union import full_covariances
@@ -57,11 +58,17 @@ def deregularized_covariances(covariances: np.ndarray, reg_covar: float | np.nda
     if np.all(reg <= 0):
         return covariances
     d = covariances.shape[1]
-    out = covariances - reg[..., None, None] * np.eye(d)
+    diag = np.arange(d)
+    out = np.array(covariances, dtype=np.float64)  # one copy, edited in place (N·d² floats)
+    out[:, diag, diag] -= reg[..., None]
+    eps = 1e-12 * float(np.max(reg))
+    out[:, diag, diag] += eps
     try:  # the usual case, an honest M-step's output: S_i is already positive semi-definite
-        np.linalg.cholesky(out + 1e-12 * float(np.max(reg)) * np.eye(d))
+        np.linalg.cholesky(out)
+        out[:, diag, diag] -= eps
         return out
     except np.linalg.LinAlgError:
+        out[:, diag, diag] -= eps
         eigval, eigvec = np.linalg.eigh(out)
         return np.einsum("nij,nj,nkj->nik", eigvec, np.clip(eigval, 0.0, None), eigvec)
 
@@ -90,8 +97,9 @@ def _as_full(cov: np.ndarray, covariance_type: CovarianceType, k: int, d: int) -
 class _Union:
     """The union's components about their weighted mean, second moments as upper triangles.
 
-    Every update is then two GEMMs of ``N × d(d+1)/2 × K`` per iteration: one for the KL
-    costs, one for the moment matching.
+    An MM iteration is then one GEMM of ``N × d(d+1)/2 × K'`` for the KL costs of the
+    ``K'`` reduced components that changed, and sparse sums over the union components that
+    moved; a HEM iteration two dense GEMMs of ``N × d(d+1)/2 × K``.
     """
 
     def __init__(self, weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
@@ -101,27 +109,57 @@ class _Union:
         self.n, self.d = means.shape
         self.iu, self.ju = np.triu_indices(self.d)
         # Second moments about the shift, Σ_i + μ̃_i μ̃_iᵀ, upper triangle (N, d(d+1)/2).
-        self.m2 = covs[:, self.iu, self.ju] + self.mu[:, self.iu] * self.mu[:, self.ju]
+        self.m2 = np.ascontiguousarray(covs[:, self.iu, self.ju] + self.mu[:, self.iu] * self.mu[:, self.ju])
         # tr(P M) = Σ_{i≤j} c_ij P_ij M_ij with c = 1 on the diagonal, 2 off it.
         self.tri_weight = np.where(self.iu == self.ju, 1.0, 2.0)
+        self._m2_single: np.ndarray | None = None
 
-    def moment_match(
-        self, resp: np.ndarray, reg_covar: float, covariance_type: CovarianceType
+    @property
+    def m2_single(self) -> np.ndarray:
+        """:attr:`m2` in float32 (made on first use): the hard assignments' cost GEMM at twice the speed."""
+        if self._m2_single is None:
+            self._m2_single = self.m2.astype(np.float32)
+        return self._m2_single
+
+    def group_sums(
+        self, labels: np.ndarray, k: int, rows: np.ndarray | None = None, sign: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Weights, means (about the shift) and typed covariances of ``Σ_i w_i h_ij φ_i`` per j."""
-        wr = resp * self.w[:, None]
-        mass = wr.sum(axis=0)
+        """``(Σ w_i, Σ w_i μ̃_i, Σ w_i m2_i)`` over the components of each group ``0 … k−1``.
+
+        ``rows`` (and a ``±1`` ``sign`` per row) restricts the sums to those components:
+        the change of the sums when they move. Cost ``O(|rows| d²)``.
+        """
+        rows = np.arange(self.n) if rows is None else rows
+        w = self.w[rows] if sign is None else self.w[rows] * sign
+        wr = sparse.csr_matrix((w, (labels, np.arange(rows.size))), shape=(k, rows.size))
+        return np.asarray(wr.sum(axis=1)).ravel(), np.asarray(wr @ self.mu[rows]), np.asarray(wr @ self.m2[rows])
+
+    def from_sums(
+        self, mass: np.ndarray, smu: np.ndarray, sm2: np.ndarray, reg_covar: float, covariance_type: CovarianceType
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weights, means (about the shift) and typed covariances from group sums."""
         safe = np.maximum(mass, np.finfo(np.float64).tiny)
-        mu = (wr.T @ self.mu) / safe[:, None]
-        tri = (wr.T @ self.m2) / safe[:, None]
+        mu = smu / safe[:, None]
+        tri = sm2 / safe[:, None]
         m2 = np.empty((mass.shape[0], self.d, self.d))
         m2[:, self.iu, self.ju] = tri
         m2[:, self.ju, self.iu] = tri
         cov = m2 - mu[:, :, None] * mu[:, None, :] + reg_covar * np.eye(self.d)
         return mass / mass.sum(), mu, _typed(cov, mass, covariance_type)
 
-    def kl_costs(self, mu: np.ndarray, cov_full: np.ndarray) -> np.ndarray:
+    def moment_match(
+        self, resp: np.ndarray, reg_covar: float, covariance_type: CovarianceType
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weights, means (about the shift) and typed covariances of ``Σ_i w_i h_ij φ_i`` per j (soft ``resp``, ``(N, K)``)."""
+        wr = resp * self.w[:, None]
+        return self.from_sums(wr.sum(axis=0), wr.T @ self.mu, wr.T @ self.m2, reg_covar, covariance_type)
+
+    def kl_costs(self, mu: np.ndarray, cov_full: np.ndarray, single: bool = False) -> np.ndarray:
         """``2·KL(φ_i ‖ ψ_j) + d + log det Σ_i`` for every pair, shape ``(N, K)``.
+
+        ``single``: the ``N × d(d+1)/2 × K`` trace term in float32 (relative error ~1e-6
+        of ``tr(P_j M_i)``): enough to pick ``argmin_j`` for the MM's hard assignments, where
+        it halves the cost; the moment matching stays in float64.
 
         ``2 KL = tr(P_j Σ_i) + (μ_i − μ_j)ᵀ P_j (μ_i − μ_j) + log det Σ_j − log det Σ_i − d``
         with ``P_j = Σ_j⁻¹``; expanded as ``tr(P_j (Σ_i + μ_i μ_iᵀ)) − 2 μ_iᵀ P_j μ_j +
@@ -134,7 +172,11 @@ class _Union:
         prec = np.einsum("kji,kjl->kil", inv_chol, inv_chol)
         logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         pm = np.einsum("kij,kj->ki", prec, mu)
-        costs = self.m2 @ (prec[:, self.iu, self.ju] * self.tri_weight).T
+        tri = (prec[:, self.iu, self.ju] * self.tri_weight).T
+        if single:
+            costs = (self.m2_single @ tri.astype(np.float32)).astype(np.float64)
+        else:
+            costs = self.m2 @ tri
         costs -= 2.0 * (self.mu @ pm.T)
         costs += (np.einsum("ki,ki->k", pm, mu) + logdet)[None, :]
         return costs
@@ -165,25 +207,55 @@ def _fill_empty(labels: np.ndarray, costs: np.ndarray, union: _Union, k: int) ->
     return labels
 
 
-def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
-    resp = np.zeros((labels.shape[0], k))
-    resp[np.arange(labels.shape[0]), labels] = 1.0
-    return resp
-
-
-def _run(
-    union: _Union,
-    k: int,
-    labels: np.ndarray,
-    method: str,
-    virtual: np.ndarray,
-    reg_covar: float,
-    covariance_type: CovarianceType,
-    max_iter: int,
+def _run_mm(
+    union: _Union, k: int, labels: np.ndarray, reg_covar: float, covariance_type: CovarianceType, max_iter: int,
     tol: float,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, int, bool]:
-    resp = _one_hot(labels, k)
-    params = union.moment_match(resp, reg_covar, covariance_type)
+    """Zhang & Chen's MM from ``labels``: assign each component to its least-KL group, moment-match.
+
+    Only what changed is recomputed: the group sums move with the components that changed
+    group, and the KL costs are refreshed for the groups whose members changed (all of
+    them for a tied covariance, which every group shares).
+    """
+    sums = union.group_sums(labels, k)
+    params = union.from_sums(*sums, reg_covar, covariance_type)
+    costs = union.kl_costs(params[1], _as_full(params[2], covariance_type, k, union.d), single=True)
+    objective = np.inf
+    converged = False
+    n_iter = 0
+    for it in range(1, max_iter + 1):
+        n_iter = it
+        new_labels = _fill_empty(costs.argmin(axis=1), costs, union, k)
+        new_obj = 0.5 * float(union.w @ costs[np.arange(union.n), new_labels])
+        improved, objective = objective - new_obj, new_obj
+        moved = np.flatnonzero(new_labels != labels)
+        if moved.size == 0:
+            converged = True
+            break
+        delta = union.group_sums(
+            np.r_[labels[moved], new_labels[moved]], k, np.r_[moved, moved], np.r_[-np.ones(moved.size), np.ones(moved.size)]
+        )
+        sums = (sums[0] + delta[0], sums[1] + delta[1], sums[2] + delta[2])
+        touched = np.unique(np.r_[labels[moved], new_labels[moved]]) if covariance_type != "tied" else np.arange(k)
+        labels = new_labels
+        params = union.from_sums(*sums, reg_covar, covariance_type)
+        if 0 <= improved <= tol * max(1.0, abs(new_obj)):
+            converged = True
+            break
+        sub = params[2] if covariance_type == "tied" else params[2][touched]
+        costs[:, touched] = union.kl_costs(
+            params[1][touched], _as_full(sub, covariance_type, touched.size, union.d), single=True
+        )
+    # The kept parameters from sums computed afresh (no drift from the incremental updates).
+    return union.from_sums(*union.group_sums(labels, k), reg_covar, covariance_type), objective, n_iter, converged
+
+
+def _run_hem(
+    union: _Union, k: int, labels: np.ndarray, virtual: np.ndarray, reg_covar: float,
+    covariance_type: CovarianceType, max_iter: int, tol: float,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, int, bool]:
+    """Vasconcelos & Lippman's hierarchical EM from ``labels`` (soft, tempered by the virtual counts)."""
+    params = union.from_sums(*union.group_sums(labels, k), reg_covar, covariance_type)
     objective = np.inf
     converged = False
     n_iter = 0
@@ -191,27 +263,18 @@ def _run(
         n_iter = it
         weights, mu, cov = params
         costs = union.kl_costs(mu, _as_full(cov, covariance_type, k, union.d))
-        if method == "mm":
-            new_labels = _fill_empty(costs.argmin(axis=1), costs, union, k)
-            new_obj = 0.5 * float(union.w @ costs[np.arange(union.n), new_labels])
-            resp = _one_hot(new_labels, k)
-            done = np.array_equal(new_labels, labels)
-            labels = new_labels
-        else:
-            # Vasconcelos & Lippman: log h_ij = log π_j − N_i·KL(φ_i‖ψ_j) + const_i, N_i virtual samples.
-            with np.errstate(divide="ignore"):
-                logits = np.log(weights)[None, :] - 0.5 * virtual[:, None] * costs
-            mx = logits.max(axis=1, keepdims=True)
-            h = np.exp(logits - mx)
-            total = h.sum(axis=1, keepdims=True)
-            resp = h / total
-            # Per virtual sample: −(1/M) Σ_i log Σ_j π_j exp(−N_i KL_ij).
-            new_obj = -float(np.sum(mx[:, 0] + np.log(total[:, 0])) / virtual.sum())
-            done = abs(objective - new_obj) <= tol * max(1.0, abs(new_obj))
-        params = union.moment_match(resp, reg_covar, covariance_type)
-        improved = objective - new_obj
+        # log h_ij = log π_j − N_i·KL(φ_i‖ψ_j) + const_i, N_i virtual samples.
+        with np.errstate(divide="ignore"):
+            logits = np.log(weights)[None, :] - 0.5 * virtual[:, None] * costs
+        mx = logits.max(axis=1, keepdims=True)
+        h = np.exp(logits - mx)
+        total = h.sum(axis=1, keepdims=True)
+        # Per virtual sample: −(1/M) Σ_i log Σ_j π_j exp(−N_i KL_ij).
+        new_obj = -float(np.sum(mx[:, 0] + np.log(total[:, 0])) / virtual.sum())
+        done = abs(objective - new_obj) <= tol * max(1.0, abs(new_obj))
+        params = union.moment_match(h / total, reg_covar, covariance_type)
         objective = new_obj
-        if done or (method == "mm" and 0 <= improved <= tol * max(1.0, abs(new_obj))):
+        if done:
             converged = True
             break
     return params, objective, n_iter, converged
@@ -291,10 +354,11 @@ def reduce_mixture(
     ctype: CovarianceType = covariance_type or (
         "full" if union.covariance_type == "tied" else union.covariance_type
     )
-    covs = deregularized_covariances(full_covariances(union), local_reg_covar)
+    full = union.covariances if union.covariance_type == "full" else full_covariances(union)
+    covs = deregularized_covariances(full, local_reg_covar)
     data = _Union(np.asarray(union.weights), np.asarray(union.means), covs)
     if union.n_components <= n_components:
-        weights, mu, cov = data.moment_match(np.eye(data.n), reg_covar, ctype)
+        weights, mu, cov = data.from_sums(*data.group_sums(np.arange(data.n), data.n), reg_covar, ctype)
         state = MixtureState.from_covariances(weights, mu + data.shift, cov, ctype)
         return ReductionResult(state, 0.0, (0.0,), 0, True)
     if virtual_samples is None:
@@ -309,7 +373,10 @@ def reduce_mixture(
     objectives = []
     for _ in range(n_init):
         labels = _initial_labels(data, n_components, rng)
-        run = _run(data, n_components, labels, method, virtual, reg_covar, ctype, max_iter, tol)
+        if method == "mm":
+            run = _run_mm(data, n_components, labels, reg_covar, ctype, max_iter, tol)
+        else:
+            run = _run_hem(data, n_components, labels, virtual, reg_covar, ctype, max_iter, tol)
         objectives.append(run[1])
         if best is None or run[1] < best[1]:
             best = run

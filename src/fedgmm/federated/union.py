@@ -60,15 +60,22 @@ def union_mixture(states: Sequence[MixtureState], counts: Sequence[int]) -> Mixt
         raise ValueError("every local model needs a positive sample count.")
     ctype: CovarianceType = states[0].covariance_type
     weights = np.concatenate([s.weights * (c / n.sum()) for s, c in zip(states, n, strict=True)])
-    means = np.concatenate([s.means for s in states])
-    if ctype == "tied" and len(states) > 1:
-        covs = np.concatenate([full_covariances(s) for s in states])
+    weights = weights / weights.sum()
+    if ctype == "tied" and len(states) == 1:
+        return MixtureState.from_covariances(weights, states[0].means, states[0].covariances, ctype)
+    if ctype == "tied":
         ctype = "full"
-    elif ctype == "tied":
-        covs = states[0].covariances
+        covs = np.concatenate([full_covariances(s) for s in states])
+        prec = np.concatenate([np.broadcast_to(s.precisions_cholesky, (s.n_components, *s.covariances.shape)) for s in states])
     else:
         covs = np.concatenate([s.covariances for s in states])
-    return MixtureState.from_covariances(weights / weights.sum(), means, covs, ctype)
+        prec = np.concatenate([s.precisions_cholesky for s in states])
+    # Every local state was validated when it was built (and its precision factors computed):
+    # the union reuses them instead of refactorising Σ K_c covariances (O(Σ K_c d³)).
+    means = np.concatenate([s.means for s in states])
+    for a in (weights, means, covs, prec):
+        a.setflags(write=False)
+    return MixtureState(weights, means, covs, prec, ctype)
 
 
 def deregularized_factors(state: MixtureState, reg_covar: float | np.ndarray) -> np.ndarray:
