@@ -44,7 +44,6 @@ from fedgmm.federated.messages import (
     read_header,
 )
 from fedgmm.federated.private import (
-    DP_ITERATIONS,
     fit_private_local_model,
     guarantee,
     privacy_record,
@@ -56,19 +55,21 @@ from fedgmm.mixture import MixtureState, covariance_shape
 from fedgmm.privacy.accounting import GaussianRelease, calibrate_noise, epsilon_spent
 from fedgmm.privacy.clipping import Sensitivity, clip_rows
 from fedgmm.privacy.dpem import (
+    DEFAULT_DP_ITERATIONS,
+    DEFAULT_LOCAL_BUDGET,
     DEFAULT_SPLIT,
     NoiseScales,
     Prior,
     add_noise,
     centred_statistics,
+    local_releases,
     noise_aware_m_step,
     noise_scales,
-    releases_of,
 )
 from fedgmm.types import CovarianceType
 
 #: Noise multiplier of the initialisation upload's releases relative to a round's (the init
-#: gets less budget per release than a round: 12 releases of a 3-iteration DP-EM fit).
+#: gets less budget per release than a round: the releases of a DP-EM local fit).
 INIT_NOISE_RATIO = 1.5
 #: Residual clipping radius ``B_r`` as a fraction of the row bound ``B`` (0.75 / 1.5: the
 #: DP-EM local fit's defaults, :data:`fedgmm.privacy.dpem.DEFAULT_RESIDUAL_FACTOR`).
@@ -150,10 +151,10 @@ class RoundPlan:
         """
         if not self.private_init:
             return []
-        unit = releases_of(DP_ITERATIONS, self.covariance_type, DEFAULT_SPLIT, 1.0)
+        unit = _init_releases(1.0)
         scale = calibrate_noise(self.init_epsilon, self.delta, ratios=tuple(r.noise_multiplier for r in unit),
                                 counts=tuple(r.count for r in unit))  # fmt: skip
-        return releases_of(DP_ITERATIONS, self.covariance_type, DEFAULT_SPLIT, scale)
+        return _init_releases(scale)
 
     def all_releases(self) -> list[GaussianRelease]:
         """Everything the plan lets the client release (the upload, then ``max_rounds`` rounds)."""
@@ -168,6 +169,11 @@ class RoundPlan:
         n = noise_scales(Sensitivity(bound), DEFAULT_SPLIT, self.round_scale)
         f = 1.0 / math.sqrt(max(1, n_clients)) if self.noise_mode == "distributed" else 1.0
         return NoiseScales(f * n.count, f * n.first, f * n.second, f * n.second)
+
+
+def _init_releases(scale: float) -> list[GaussianRelease]:
+    """The releases of the private initialisation upload (FedGenGMM's DP local fit at its defaults)."""
+    return local_releases(DEFAULT_DP_ITERATIONS, DEFAULT_LOCAL_BUDGET, scale)
 
 
 def round_plan(
@@ -197,7 +203,7 @@ def round_plan(
 
 @functools.lru_cache(maxsize=64)
 def _plan(epsilon: float, delta: float, max_rounds: int, covariance_type: str, private_init: bool) -> RoundPlan:
-    init_unit = releases_of(DP_ITERATIONS, covariance_type, DEFAULT_SPLIT, 1.0) if private_init else []  # type: ignore[arg-type]
+    init_unit = _init_releases(1.0) if private_init else []
     ratios = (DEFAULT_SPLIT.count, DEFAULT_SPLIT.first, DEFAULT_SPLIT.second,
               *(r.noise_multiplier * INIT_NOISE_RATIO for r in init_unit))  # fmt: skip
     counts = (max_rounds, max_rounds, max_rounds, *(r.count for r in init_unit))
@@ -215,7 +221,7 @@ def _plan(epsilon: float, delta: float, max_rounds: int, covariance_type: str, p
         lo, hi = (lo, mid) if spent(mid) <= target else (mid, hi)
     init_eps = 0.0
     if private_init:
-        init_eps = epsilon_spent(releases_of(DP_ITERATIONS, covariance_type, DEFAULT_SPLIT, hi * INIT_NOISE_RATIO), delta)  # type: ignore[arg-type]
+        init_eps = epsilon_spent(_init_releases(hi * INIT_NOISE_RATIO), delta)
     plan = RoundPlan(epsilon, delta, max_rounds, covariance_type, private_init, hi, init_eps)  # type: ignore[arg-type]
     step = 1e-3 * hi
     while epsilon_spent(plan.all_releases(), delta) > epsilon:
