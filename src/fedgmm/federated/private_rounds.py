@@ -44,7 +44,6 @@ from fedgmm.federated.messages import (
     read_header,
 )
 from fedgmm.federated.private import (
-    DP_ITERATIONS,
     fit_private_local_model,
     guarantee,
     privacy_record,
@@ -56,14 +55,16 @@ from fedgmm.mixture import MixtureState, covariance_shape
 from fedgmm.privacy.accounting import GaussianRelease, calibrate_noise, epsilon_spent
 from fedgmm.privacy.clipping import Sensitivity, clip_rows
 from fedgmm.privacy.dpem import (
+    DEFAULT_DP_ITERATIONS,
+    DEFAULT_LOCAL_BUDGET,
     DEFAULT_SPLIT,
     NoiseScales,
     Prior,
     add_noise,
     centred_statistics,
     noise_aware_m_step,
+    local_releases,
     noise_scales,
-    releases_of,
 )
 from fedgmm.types import CovarianceType
 
@@ -150,10 +151,10 @@ class RoundPlan:
         """
         if not self.private_init:
             return []
-        unit = releases_of(DP_ITERATIONS, self.covariance_type, DEFAULT_SPLIT, 1.0)
+        unit = _init_releases(1.0)
         scale = calibrate_noise(self.init_epsilon, self.delta, ratios=tuple(r.noise_multiplier for r in unit),
                                 counts=tuple(r.count for r in unit))  # fmt: skip
-        return releases_of(DP_ITERATIONS, self.covariance_type, DEFAULT_SPLIT, scale)
+        return _init_releases(scale)
 
     def all_releases(self) -> list[GaussianRelease]:
         """Everything the plan lets the client release (the upload, then ``max_rounds`` rounds)."""
@@ -197,7 +198,7 @@ def round_plan(
 
 @functools.lru_cache(maxsize=64)
 def _plan(epsilon: float, delta: float, max_rounds: int, covariance_type: str, private_init: bool) -> RoundPlan:
-    init_unit = releases_of(DP_ITERATIONS, covariance_type, DEFAULT_SPLIT, 1.0) if private_init else []  # type: ignore[arg-type]
+    init_unit = _init_releases(1.0) if private_init else []
     ratios = (DEFAULT_SPLIT.count, DEFAULT_SPLIT.first, DEFAULT_SPLIT.second,
               *(r.noise_multiplier * INIT_NOISE_RATIO for r in init_unit))  # fmt: skip
     counts = (max_rounds, max_rounds, max_rounds, *(r.count for r in init_unit))
@@ -215,13 +216,18 @@ def _plan(epsilon: float, delta: float, max_rounds: int, covariance_type: str, p
         lo, hi = (lo, mid) if spent(mid) <= target else (mid, hi)
     init_eps = 0.0
     if private_init:
-        init_eps = epsilon_spent(releases_of(DP_ITERATIONS, covariance_type, DEFAULT_SPLIT, hi * INIT_NOISE_RATIO), delta)  # type: ignore[arg-type]
+        init_eps = epsilon_spent(_init_releases(hi * INIT_NOISE_RATIO), delta)
     plan = RoundPlan(epsilon, delta, max_rounds, covariance_type, private_init, hi, init_eps)  # type: ignore[arg-type]
     step = 1e-3 * hi
     while epsilon_spent(plan.all_releases(), delta) > epsilon:
         plan = replace(plan, round_scale=plan.round_scale + step)
         step *= 2.0
     return plan
+
+
+def _init_releases(scale: float) -> list[GaussianRelease]:
+    """The releases of the initialisation upload's DP-EM fit (:func:`fit_private_local_model`'s defaults)."""
+    return local_releases(DEFAULT_DP_ITERATIONS, DEFAULT_LOCAL_BUDGET, scale)
 
 
 def row_bound(n_features: int, clip_bound: float | None, feature_scale: tuple[float, ...]) -> float:
