@@ -64,7 +64,7 @@ def main() -> None:
                                random_state=c, warn_not_converged=False).state
             else:
                 settings = LocalFitSettings(k_min=1, k_max=args.k_max, epsilon=eps, delta=1e-5,
-                                            clip_bound=chi_bound(Xc.shape[1]))
+                                            clip_bound=chi_bound(Xc.shape[1]), dp_noise_seed=args.seed)
                 reply = fit_private_local_model(Xc, settings, client_id=c, seed=args.seed)
                 assert reply.state is not None and reply.privacy is not None and reply.privacy[0] <= eps
                 model = reply.state

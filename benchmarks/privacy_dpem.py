@@ -5,7 +5,9 @@ from the pooled moments and whitened (the per-axis scale the federated transform
 global K = 20 full, held-out test rows. Each ε runs ``FedGenGMM(n_components=20, epsilon=ε,
 clip_bound=chi_bound(16), random_state=seed)`` — every DP default is the library's — and
 ε = inf is the non-private estimator. Also prints the decomposition at ε = inf of the DP local
-fit: clipping + data-independent start, without noise (``--decompose``).
+fit: clipping + data-independent start, without noise (``--decompose``). The DP noise is
+seeded reproducibly (``dp_noise_seed=seed``: a measurement must be reproducible from its seeds;
+the library's default, each client's secret, makes the noise unknown to the server).
 
     .venv/bin/python benchmarks/privacy_dpem.py --eps 1 2 4 8 inf --seeds 0 1
 """
@@ -88,7 +90,8 @@ def main() -> None:
             elif math.isinf(eps):
                 model = FedGenGMM(n_components=COMPONENTS, random_state=seed).fit(clients)
             else:
-                model = FedGenGMM(n_components=COMPONENTS, epsilon=eps, clip_bound=bound, random_state=seed).fit(clients)
+                model = FedGenGMM(n_components=COMPONENTS, epsilon=eps, clip_bound=bound, random_state=seed,
+                                  dp_noise_seed=seed).fit(clients)
             ll = float(model.score(Xte))
             spent = max((e for e, _ in model.privacy_spent_), default=None)
             row = {"seed": seed, "epsilon": label, "central": central, "global": ll, "gap": central - ll,
@@ -115,7 +118,8 @@ def _clip_only(clients: list[np.ndarray], seed: int, bound: float) -> FedGenGMM:
 
     dpem.fit_dp_local = no_noise  # type: ignore[assignment]
     try:
-        model = FedGenGMM(n_components=COMPONENTS, epsilon=8.0, clip_bound=bound, random_state=seed).fit(clients)
+        model = FedGenGMM(n_components=COMPONENTS, epsilon=8.0, clip_bound=bound, random_state=seed,
+                          dp_noise_seed=seed).fit(clients)
     finally:
         dpem.fit_dp_local = original  # type: ignore[assignment]
     model.privacy_spent_ = []  # not private

@@ -3,7 +3,9 @@
 Fashion-MNIST, 20 Dirichlet(α = 1) clients of ~700 rows, federated standardisation + PCA to 16
 dimensions (the library's preprocessing round), global K = 20 full, held-out test rows. Every
 run goes through the library (``run_inprocess`` over the in-process transport, the wire format
-included), so the bytes are the messages' and the spent ε is each client's ledger's.
+included), so the bytes are the messages' and the spent ε is each client's ledger's. The DP
+noise is seeded reproducibly (``dp_noise_seed=seed``: a measurement must be reproducible from
+its seeds; the library's default, each client's secret, makes the noise unknown to the server).
 
     nice -n 10 .venv/bin/python benchmarks/privacy_fedem.py --eps 1 2 4 8 --rounds 10 --seeds 0
     nice -n 10 .venv/bin/python benchmarks/privacy_fedem.py --eps 1 2 4 8 --dp-noise distributed --no-anchor
@@ -79,7 +81,7 @@ def main() -> None:
         for e in ([] if args.no_anchor else ["inf"]) + list(args.eps):
             eps = None if e == "inf" else float(e)
             spec = MethodSpec("fedem", n_components=args.k, covariance_type=args.ctype, max_rounds=args.rounds,  # type: ignore[arg-type]
-                              round_tol=0.0, epsilon=eps, dp_noise=args.dp_noise)  # fmt: skip
+                              round_tol=0.0, epsilon=eps, dp_noise=args.dp_noise, dp_noise_seed=seed)  # fmt: skip
             t0 = time.time()
             run = run_inprocess(spec, clients, seed=seed, transform=tf)
             assert run.model is not None

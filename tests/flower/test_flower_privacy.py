@@ -26,6 +26,7 @@ def test_dp_run_records_the_guarantee(blobs_config: dict[str, Any], nodes: dict[
     assert priv["epsilon"] == 2.0 and priv["delta"] == 1e-6 and priv["neighbours"] == "add/remove one row"
     assert len(priv["spent"]) == summary["clients_used"]
     assert all(0 < e <= 2.0 and d == 1e-6 for e, d in priv["spent"].values())
+    assert priv["noise_source"] == "client-secret"  # the default: each node's own secret seeds its noise
     assert read_metadata(out / "model.npz")["extra"]["privacy"] == priv
 
 
@@ -52,12 +53,15 @@ def test_private_federated_em_through_flower_is_the_inprocess_model(blobs_config
 
     from fedgmm.model_io import load_mixture
 
-    config = {**blobs_config, "algorithm": "fedem", "epsilon": 8.0, "preprocessing": "standardize", "max-rounds": 3}
+    # Equality with the in-process run needs the reproducible noise seed (the default noise is each node's secret).
+    config = {**blobs_config, "algorithm": "fedem", "epsilon": 8.0, "preprocessing": "standardize", "max-rounds": 3,
+              "dp-noise-seed": 7}
     summary = run_job(FakeGrid(nodes, config), config, run_id=5)
     assert summary["status"] == "completed" and summary["n_rounds"] == 3
     out = Path(config["output-dir"])
     priv = json.loads((out / "summary.json").read_text())["privacy"]
     assert priv["epsilon"] == 8.0 and priv["noise"] == "local" and priv["max_rounds"] == 3
+    assert priv["noise_source"] == "reproducible-seed (known to the server: no protection against it)"
     assert len(priv["spent"]) == summary["clients_used"] == 3
     assert all(7.9 < e <= 8.0 and d == 1e-5 for e, d in priv["spent"].values())
     assert all(h["log_likelihood"] is None for h in summary["history"]) and summary["lower_bound"] is None
@@ -75,3 +79,10 @@ def test_dp_noise_key(blobs_config: dict[str, Any]) -> None:
     assert spec.dp_noise == "distributed"
     with pytest.raises(SettingsError, match="dp-noise"):
         RunSettings.from_run_config({**blobs_config, "dp-noise": "central"})
+
+
+def test_dp_noise_seed_key(blobs_config: dict[str, Any]) -> None:
+    assert RunSettings.from_run_config(blobs_config).spec.dp_noise_seed is None  # -1: the nodes' secrets
+    assert RunSettings.from_run_config({**blobs_config, "dp-noise-seed": 0}).spec.dp_noise_seed == 0
+    with pytest.raises(SettingsError, match="dp-noise-seed"):
+        RunSettings.from_run_config({**blobs_config, "dp-noise-seed": -2})

@@ -118,8 +118,9 @@ def handle_request(
         The client's partition/data id (replies carry it so the server orders them).
     store : mutable mapping, optional
         State kept between requests of one run (Flower's ``context.state`` analogue);
-        holds the preprocessing transform and, in a private federated EM run, the
-        client's privacy ledger (:mod:`fedgmm.federated.private_rounds`).
+        holds the preprocessing transform, the secret that seeds a DP release's noise
+        (:func:`fedgmm.federated.private.noise_generator`) and, in a private federated EM
+        run, the client's privacy ledger (:mod:`fedgmm.federated.private_rounds`).
 
     Returns
     -------
@@ -143,8 +144,11 @@ def handle_request(
         return private_init_upload(X, local_fit_settings(cfg), cfg, client_id, store)
     if kind == FIT_LOCAL:
         fit_settings = local_fit_settings(cfg)
-        fit = fit_private_local_model if fit_settings.epsilon is not None else fit_local_model
-        reply: LocalModelReply = fit(X, fit_settings, client_id=client_id, seed=int(cfg["seed"]))
+        reply: LocalModelReply
+        if fit_settings.epsilon is not None:
+            reply = fit_private_local_model(X, fit_settings, client_id=client_id, seed=int(cfg["seed"]), store=store)
+        else:
+            reply = fit_local_model(X, fit_settings, client_id=client_id, seed=int(cfg["seed"]))
         return encode_local_model(reply)
     if kind == EM_STATISTICS:
         state = state_from_arrays(arrays, cfg["covariance-type"])

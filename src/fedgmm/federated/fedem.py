@@ -330,7 +330,7 @@ def _plan(local: LocalFitSettings, max_rounds: int, covariance_type: str, *, pri
 
 def _dp_config(plan: RoundPlan, local: LocalFitSettings, seed: int, n_clients: int = 1) -> dict[str, Any]:
     return round_config(plan, seed=seed, clip_bound=local.clip_bound, feature_scale=local.feature_scale,
-                        n_clients=max(1, n_clients))  # fmt: skip
+                        n_clients=max(1, n_clients), dp_noise_seed=local.dp_noise_seed)  # fmt: skip
 
 
 def _private_round(

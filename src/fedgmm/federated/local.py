@@ -69,6 +69,8 @@ class LocalFitSettings:
     delta: float = 1e-5
     clip_bound: float | None = None
     feature_scale: tuple[float, ...] = ()
+    #: Reproducible DP noise (None: each client's secret; :func:`fedgmm.federated.private.noise_generator`).
+    dp_noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         for lo, hi in ((self.k_min, self.k_max), *self.per_client):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from fedgmm.federated.local import LocalFitSettings, check_client_data, client_seed
+from fedgmm.federated.local import LocalFitSettings, check_client_data
 from fedgmm.federated.messages import STATUS_EXCLUDED, STATUS_OK, LocalModelReply
 
 #: Local K of a DP local fit (every component pays noise on its statistics), capped at the
@@ -22,20 +23,57 @@ GUARANTEE = {
     "neighbours": "add/remove one row",
     "scope": "per client",
 }
+#: ``noise_source`` of a run whose noise is seeded by each client's secret (the default).
+CLIENT_SECRET = "client-secret"
+#: ``noise_source`` of a run with ``dp_noise_seed`` set: its noise can be regenerated.
+REPRODUCIBLE_SEED = "reproducible-seed (known to the server: no protection against it)"
+#: Store key of the client's secret noise entropy (128 bits from the OS, as hex).
+STORE_NOISE_SECRET = "dp:noise-secret"
+#: Request field of the reproducible noise seed (absent: the clients use their secrets).
+NOISE_SEED = "dp-noise-seed"
+#: Tag of the DP local fit's noise stream (round 0).
+LOCAL_FIT_TAG = 0xD9F
 
 
-def guarantee(epsilon: float, delta: float) -> dict[str, Any]:
+def noise_source(dp_noise_seed: int | None) -> str:
+    """What a run's privacy record says its noise was drawn from."""
+    return CLIENT_SECRET if dp_noise_seed is None else REPRODUCIBLE_SEED
+
+
+def noise_generator(
+    store: MutableMapping[str, Any] | None, dp_noise_seed: int | None, seed: int, client_id: int, n_round: int, tag: int
+) -> np.random.Generator:
+    """The Generator of one DP release's noise: the server must not be able to regenerate it.
+
+    Seeded by ``SeedSequence([secret, seed, client_id, n_round, tag])``: ``secret`` is 128
+    bits the client draws from the OS (:func:`secrets.randbits`) on its first DP release and
+    keeps in ``store`` for the run (None: a fresh secret, kept nowhere); with
+    ``dp_noise_seed`` set, that seed replaces the secret — reproducible, and known to
+    whoever knows the seed (the server included).
+    """
+    if dp_noise_seed is not None:
+        entropy = int(dp_noise_seed)
+    elif store is None:
+        entropy = secrets.randbits(128)
+    else:
+        if STORE_NOISE_SECRET not in store:
+            store[STORE_NOISE_SECRET] = format(secrets.randbits(128), "032x")
+        entropy = int(str(store[STORE_NOISE_SECRET]), 16)
+    return np.random.default_rng(np.random.SeedSequence([entropy, int(seed), int(client_id), int(n_round), int(tag)]))
+
+
+def guarantee(epsilon: float, delta: float, dp_noise_seed: int | None = None) -> dict[str, Any]:
     """The guarantee record of a run at target ``(epsilon, delta)`` (model metadata, summaries)."""
-    return {"epsilon": float(epsilon), "delta": float(delta), **GUARANTEE}
+    return {"epsilon": float(epsilon), "delta": float(delta), **GUARANTEE, "noise_source": noise_source(dp_noise_seed)}
 
 
 def privacy_record(
-    epsilon: float | None, delta: float, spent: Mapping[int, tuple[float, float]]
+    epsilon: float | None, delta: float, spent: Mapping[int, tuple[float, float]], dp_noise_seed: int | None = None
 ) -> dict[str, Any] | None:
     """The guarantee plus what each client spent (by client id, as str keys), JSON-ready; None if off."""
     if epsilon is None:
         return None
-    return {**guarantee(epsilon, delta), "spent": {str(c): [float(e), float(d)] for c, (e, d) in sorted(spent.items())}}
+    return {**guarantee(epsilon, delta, dp_noise_seed), "spent": {str(c): [float(e), float(d)] for c, (e, d) in sorted(spent.items())}}
 
 
 def private_config(settings: LocalFitSettings) -> dict[str, Any]:
@@ -47,6 +85,8 @@ def private_config(settings: LocalFitSettings) -> dict[str, Any]:
         out["dp-clip-bound"] = float(settings.clip_bound)
     if settings.feature_scale:
         out["dp-feature-scale"] = [float(v) for v in settings.feature_scale]
+    if settings.dp_noise_seed is not None:
+        out[NOISE_SEED] = int(settings.dp_noise_seed)
     return out
 
 
@@ -55,11 +95,13 @@ def private_settings_fields(cfg: dict[str, Any]) -> dict[str, Any]:
     if "dp-epsilon" not in cfg:
         return {}
     bound = cfg.get("dp-clip-bound")
+    noise_seed = cfg.get(NOISE_SEED)
     return {
         "epsilon": float(cfg["dp-epsilon"]),
         "delta": float(cfg["dp-delta"]),
         "clip_bound": None if bound is None else float(bound),
         "feature_scale": tuple(float(v) for v in cfg.get("dp-feature-scale", [])),
+        "dp_noise_seed": None if noise_seed is None else int(noise_seed),
     }
 
 
@@ -94,7 +136,9 @@ def dp_local_settings(local: LocalFitSettings, variances: np.ndarray | None) -> 
     return replace(local, feature_scale=tuple(float(v) for v in scale))
 
 
-def fit_private_local_model(X: np.ndarray, settings: LocalFitSettings, *, client_id: int, seed: int) -> LocalModelReply:
+def fit_private_local_model(
+    X: np.ndarray, settings: LocalFitSettings, *, client_id: int, seed: int, store: MutableMapping[str, Any] | None = None
+) -> LocalModelReply:
     """FedGenGMM's client step under record-level (ε, δ)-DP.
 
     The local model is :func:`~fedgmm.privacy.dpem.fit_dp_local` with its defaults
@@ -102,7 +146,9 @@ def fit_private_local_model(X: np.ndarray, settings: LocalFitSettings, *, client
     iterations and one final release that gets most of the budget; rows divided by the public
     ``feature_scale`` and clipped to :func:`~fedgmm.privacy.clipping.chi_bound` of d, or
     clipped to ``clip_bound``); the upload's count is the DP noisy count, and it carries the
-    spent ``(ε, δ)``. The true row count, K caps and clipping counts are never sent.
+    spent ``(ε, δ)``. The true row count, K caps and clipping counts are never sent. The
+    noise comes from :func:`noise_generator` (the client's secret kept in ``store``, or
+    ``settings.dp_noise_seed``).
 
     Returns
     -------
@@ -128,7 +174,7 @@ def fit_private_local_model(X: np.ndarray, settings: LocalFitSettings, *, client
             X.astype(np.float64, copy=False), n_components=min(settings.k_max, DP_LOCAL_COMPONENTS),
             epsilon=epsilon, delta=settings.delta, covariance_type=settings.covariance_type,
             feature_scale=scale, bound=settings.clip_bound if scale is None else None,
-            random_state=client_seed(seed, client_id),
+            random_state=noise_generator(store, settings.dp_noise_seed, seed, client_id, 0, LOCAL_FIT_TAG),
         )
     except ValueError as exc:
         return LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, f"DP local fit failed: {exc}")

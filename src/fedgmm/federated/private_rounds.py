@@ -44,8 +44,10 @@ from fedgmm.federated.messages import (
     read_header,
 )
 from fedgmm.federated.private import (
+    NOISE_SEED,
     fit_private_local_model,
     guarantee,
+    noise_generator,
     privacy_record,
 )
 from fedgmm.federated.robust.counts import cap_counts
@@ -69,7 +71,7 @@ from fedgmm.privacy.dpem import (
 from fedgmm.types import CovarianceType
 
 #: Noise multiplier of the initialisation upload's releases relative to a round's (the init
-#: gets less budget per release than a round: the releases of a DP-EM local fit).
+#: gets less budget per release than a round: 12 releases of a 3-iteration DP-EM fit).
 INIT_NOISE_RATIO = 1.5
 #: Residual clipping radius ``B_r`` as a fraction of the row bound ``B`` (0.75 / 1.5: the
 #: DP-EM local fit's defaults, :data:`fedgmm.privacy.dpem.DEFAULT_RESIDUAL_FACTOR`).
@@ -97,6 +99,8 @@ STORE_LEDGER = "dp-fedem:ledger"
 STORE_ROUNDS = "dp-fedem:rounds"
 STORE_INIT = "dp-fedem:init"
 STORE_BOUND = "dp-fedem:bound"
+#: Tag of a private round's noise stream (:func:`fedgmm.federated.private.noise_generator`).
+ROUND_NOISE_TAG = 0xD9E
 #: Request field marking a DP federated EM request (its value is the target epsilon).
 TOTAL_EPSILON = "dp-total-epsilon"
 #: Where the rounds' noise is added: ``"local"`` (each client's statistics carry the
@@ -171,11 +175,6 @@ class RoundPlan:
         return NoiseScales(f * n.count, f * n.first, f * n.second, f * n.second)
 
 
-def _init_releases(scale: float) -> list[GaussianRelease]:
-    """The releases of the private initialisation upload (FedGenGMM's DP local fit at its defaults)."""
-    return local_releases(DEFAULT_DP_ITERATIONS, DEFAULT_LOCAL_BUDGET, scale)
-
-
 def round_plan(
     epsilon: float, delta: float, max_rounds: int, covariance_type: str, private_init: bool, noise_mode: str = "local"
 ) -> RoundPlan:
@@ -230,6 +229,11 @@ def _plan(epsilon: float, delta: float, max_rounds: int, covariance_type: str, p
     return plan
 
 
+def _init_releases(scale: float) -> list[GaussianRelease]:
+    """The releases of the initialisation upload's DP-EM fit (:func:`fit_private_local_model`'s defaults)."""
+    return local_releases(DEFAULT_DP_ITERATIONS, DEFAULT_LOCAL_BUDGET, scale)
+
+
 def row_bound(n_features: int, clip_bound: float | None, feature_scale: tuple[float, ...]) -> float:
     """``B``: ``1.5·sqrt(d)`` in whitened coordinates, else the public ``clip_bound``."""
     if feature_scale:
@@ -262,10 +266,12 @@ def scale_state(state: MixtureState, scale: np.ndarray) -> MixtureState:
     return MixtureState.from_covariances(state.weights, state.means * scale, cov, ctype)
 
 
-def fedem_guarantee(epsilon: float, delta: float, max_rounds: int, noise_mode: str = "local") -> dict[str, Any]:
+def fedem_guarantee(
+    epsilon: float, delta: float, max_rounds: int, noise_mode: str = "local", dp_noise_seed: int | None = None
+) -> dict[str, Any]:
     """The guarantee record of a private federated EM run (what each client's budget covers)."""
     out = {
-        **guarantee(epsilon, delta), "noise": noise_mode, "max_rounds": int(max_rounds),
+        **guarantee(epsilon, delta, dp_noise_seed), "noise": noise_mode, "max_rounds": int(max_rounds),
         "covers": "initialisation upload (kmeans++ init) and every round's statistics",
     }
     if noise_mode == "distributed":
@@ -278,22 +284,24 @@ def fedem_guarantee(epsilon: float, delta: float, max_rounds: int, noise_mode: s
 
 def fedem_privacy_record(
     epsilon: float | None, delta: float, max_rounds: int, spent: Mapping[int, tuple[float, float]],
-    noise_mode: str = "local",
+    noise_mode: str = "local", dp_noise_seed: int | None = None,
 ) -> dict[str, Any] | None:
     """:func:`fedem_guarantee` plus what each client reported spent (JSON-ready); None when DP is off."""
     record = privacy_record(epsilon, delta, spent)
     if record is None or epsilon is None:
         return None
-    return {**fedem_guarantee(epsilon, delta, max_rounds, noise_mode), "spent": record["spent"]}
+    return {**fedem_guarantee(epsilon, delta, max_rounds, noise_mode, dp_noise_seed), "spent": record["spent"]}
 
 
 # ---------------------------------------------------------------------------- requests
 def round_config(
-    plan: RoundPlan, *, seed: int, clip_bound: float | None, feature_scale: tuple[float, ...], n_clients: int = 1
+    plan: RoundPlan, *, seed: int, clip_bound: float | None, feature_scale: tuple[float, ...], n_clients: int = 1,
+    dp_noise_seed: int | None = None,
 ) -> dict[str, Any]:
     """The request fields of a private round (and of the private initialisation upload).
 
-    ``n_clients``: how many replies the distributed noise is split over.
+    ``n_clients``: how many replies the distributed noise is split over; ``dp_noise_seed``:
+    the reproducible noise seed (None: each client's secret seeds its noise).
     """
     out: dict[str, Any] = {
         TOTAL_EPSILON: float(plan.epsilon), "dp-delta": float(plan.delta), "dp-max-rounds": int(plan.max_rounds),
@@ -302,6 +310,8 @@ def round_config(
     }
     if plan.noise_mode == "distributed":
         out["dp-clients"] = int(n_clients)
+    if dp_noise_seed is not None:
+        out[NOISE_SEED] = int(dp_noise_seed)
     if feature_scale:
         out["dp-feature-scale"] = [float(v) for v in feature_scale]
     elif clip_bound is not None:
@@ -428,7 +438,7 @@ def noisy_round(
         The request's fields (:func:`round_config`).
     client_id : int
     store : mutable mapping
-        The client's state between requests; holds the ledger.
+        The client's state between requests; holds the ledger and the noise secret.
 
     Returns
     -------
@@ -455,7 +465,9 @@ def noisy_round(
     except (BudgetRefused, ValueError) as exc:
         return encode_noisy_statistics(client_id, None, str(exc))
     Xc, _ = clip_rows(np.asarray(X, dtype=np.float64) / scale, B)
-    rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), int(client_id), n_round, 0xD9E]))
+    noise_seed = cfg.get(NOISE_SEED)
+    rng = noise_generator(store, None if noise_seed is None else int(noise_seed), int(cfg["seed"]), client_id, n_round,
+                          ROUND_NOISE_TAG)  # fmt: skip
     share = int(cfg.get("dp-clients", 1)) if plan.noise_mode == "distributed" else 1
     noisy = add_noise(centred_statistics(Xc, white, B_r), plan.noise(B_r, max(1, share)), rng)
     return encode_noisy_statistics(client_id, noisy, "", privacy=(spent, plan.delta), n_round=n_round)
@@ -486,7 +498,7 @@ def private_init_upload(
     if problem:
         return encode_local_model(LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, problem))
     reply = fit_private_local_model(X, replace(settings, epsilon=plan.init_epsilon), client_id=client_id,
-                                    seed=int(cfg["seed"]))  # fmt: skip
+                                    seed=int(cfg["seed"]), store=store)  # fmt: skip
     if reply.status != STATUS_OK or reply.privacy is None:
         return encode_local_model(reply)
     # The ledger charged plan.init_releases(); a fit that spent anything else is not sent.

@@ -243,6 +243,13 @@ class MethodSpec:
         ``"distributed"`` — each client adds ``1/sqrt(C)`` of it so the sum of the C replies
         carries it: the guarantee holds for the sum only, under secure aggregation (the
         in-process transport has none: there it measures central DP's utility).
+    dp_noise_seed : int or None
+        None (default): each client seeds its DP noise with 128 secret bits of its own,
+        drawn from the OS, so no one else can regenerate the noise. An int replaces that
+        secret — same seed, same model — **but the noise is then known to whoever knows
+        this seed, the server included**: for tests and reproducible measurements, not a
+        guarantee against the server (the privacy record says ``"noise_source":
+        "reproducible-seed ..."``).
     """
 
     method: str
@@ -268,6 +275,7 @@ class MethodSpec:
     delta: float = 1e-5
     clip_bound: float | None = None
     dp_noise: str = "local"
+    dp_noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         parse_method(self.method)
@@ -303,6 +311,10 @@ class MethodSpec:
         _check_privacy(self.epsilon, self.delta, self.clip_bound)
         if self.dp_noise not in DP_NOISE_MODES:
             raise ValueError(f"dp_noise must be one of {list(DP_NOISE_MODES)}, got {self.dp_noise!r}.")
+        if self.dp_noise_seed is not None:
+            _check_int("dp_noise_seed", self.dp_noise_seed, 0)
+            if self.dp_noise_seed >= 2**63:
+                raise ValueError(f"dp_noise_seed must be below 2**63 (it travels as a signed 64-bit int), got {self.dp_noise_seed}.")
         if self.epsilon is not None and self.method in ("fedem", "hybrid") and self.max_rounds < 1:
             raise ValueError("epsilon with federated EM needs max_rounds >= 1: the round limit is part of the budget.")
 
@@ -335,6 +347,7 @@ class MethodSpec:
             reg_covar_factor=DEFAULT_AUTO_REG_FACTOR, per_client=per_client_components(self.local_components),
             epsilon=None if self.epsilon is None else float(self.epsilon), delta=float(self.delta),
             clip_bound=None if self.clip_bound is None else float(self.clip_bound),
+            dp_noise_seed=None if self.dp_noise_seed is None else int(self.dp_noise_seed),
         )
 
     def global_settings(self, n_components: int | tuple[int, int] | None = None) -> GlobalFitSettings:

@@ -104,7 +104,7 @@ def outcome_details(run: FederatedRun) -> dict[str, Any]:
             "n_components": res.global_model.n_components,
             "local_components": {str(c): res.local_models[c][0].n_components for c in sorted(res.local_models)},
             "bic": {str(k): v for k, v in res.bic.items()},
-            "privacy": privacy_record(run.spec.epsilon, run.spec.delta, res.privacy_spent),
+            "privacy": privacy_record(run.spec.epsilon, run.spec.delta, res.privacy_spent, run.spec.dp_noise_seed),
         }
     fem = run.fedem
     # A private run's rounds have no log-likelihood (NaN): JSON null.
@@ -115,7 +115,7 @@ def outcome_details(run: FederatedRun) -> dict[str, Any]:
         "lower_bound": _finite_or_none(fem.lower_bound),
         "history": history,
         "privacy": fedem_privacy_record(run.spec.epsilon, run.spec.delta, run.spec.max_rounds, fem.privacy_spent,
-                                        run.spec.dp_noise),
+                                        run.spec.dp_noise, run.spec.dp_noise_seed),
     }
 
 

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "delta": _SPEC.delta,
     "clip-bound": 0.0,
     "dp-noise": _SPEC.dp_noise,
+    "dp-noise-seed": -1,
     "seed": 0,
     "preprocessing": "none",
     "pca-components": 0,
@@ -109,6 +110,16 @@ def _local_reg_covar(cfg: Mapping[str, Any]) -> float | str | None:
             f"run config 'local-reg-covar' must be > 0, or 0 for reg-covar, or 'auto' / 'heldout', got {value!r}."
         )
     return float(value) or None
+
+
+def _noise_seed(cfg: Mapping[str, Any]) -> int | None:
+    """``dp-noise-seed``: -1 (each client's secret seeds its DP noise) or a reproducible seed >= 0.
+
+    A seed makes the noise known to whoever knows it, the server included: tests and
+    reproducible measurements only.
+    """
+    value = get_int(cfg, "dp-noise-seed", low=-1)
+    return None if value == -1 else value
 
 
 def _per_node_components(text: str) -> list[Any]:
@@ -351,6 +362,7 @@ class RunSettings:
             delta=_delta(cfg),
             clip_bound=_off_if_zero(cfg, "clip-bound"),
             dp_noise=get_str(cfg, "dp-noise", choices=DP_NOISE_MODES),
+            dp_noise_seed=_noise_seed(cfg),
         )
         preprocessing = get_str(cfg, "preprocessing", choices=PREPROCESSING)
         pca = get_int(cfg, "pca-components", low=0)

@@ -241,6 +241,13 @@ class FedGenGMM(_FederatedDensity):
     delta : float, default=1e-5
     clip_bound : float or None, default=None
         A public bound on the rows' Euclidean norm; rows are clipped to it (DP runs).
+    dp_noise_seed : int or None, default=None
+        None: each client seeds its DP noise with 128 secret bits of its own (from the
+        OS), so no one else — the server included — can regenerate and subtract it; two
+        fits then differ. An int replaces the secret: same seed, same model, **but the
+        noise is then known to whoever knows this seed, the server included** — for tests
+        and reproducible measurements, not a guarantee against the server (``privacy_``
+        records ``"noise_source"``).
     n_jobs : int, default=1
         Processes fitting the clients in parallel.
 
@@ -266,7 +273,8 @@ class FedGenGMM(_FederatedDensity):
         DP runs: the ``(epsilon, delta)`` each kept client's release spent, in
         ``local_client_ids_`` order (never above the target); empty otherwise.
     privacy_ : dict or None
-        The guarantee (target epsilon, delta, accountant, mechanism, neighbours, scope).
+        The guarantee (target epsilon, delta, accountant, mechanism, neighbours, scope,
+        noise_source).
     """
 
     def __init__(
@@ -293,6 +301,7 @@ class FedGenGMM(_FederatedDensity):
         epsilon: float | None = None,
         delta: float = 1e-5,
         clip_bound: float | None = None,
+        dp_noise_seed: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -315,6 +324,7 @@ class FedGenGMM(_FederatedDensity):
         self.epsilon = epsilon
         self.delta = delta
         self.clip_bound = clip_bound
+        self.dp_noise_seed = dp_noise_seed
 
     def _spec(self) -> MethodSpec:
         fit_tol, _ = _fit_tolerances(self.tol, self.fit_tol, 1e-3, "FedGenGMM")
@@ -328,7 +338,7 @@ class FedGenGMM(_FederatedDensity):
             local_n_init=self.local_n_init, aggregation=self.aggregation,
             min_samples_per_component=self.min_samples_per_component,
             min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
-            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound,
+            epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound, dp_noise_seed=self.dp_noise_seed,
         )
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FedGenGMM:
@@ -363,7 +373,7 @@ class FedGenGMM(_FederatedDensity):
         self.client_seconds_ = client_seconds
         self.n_features_in_ = client_rows(data[0]).shape[1]
         self.privacy_spent_ = [result.privacy_spent[c] for c in self.local_client_ids_ if c in result.privacy_spent]
-        self.privacy_ = None if self.epsilon is None else guarantee(self.epsilon, self.delta)
+        self.privacy_ = None if self.epsilon is None else guarantee(self.epsilon, self.delta, self.dp_noise_seed)
         _set_feature_names(self, clients)
         _warn_exclusions(result.records)
         if self.synthetic_size_:  # the fits inside the run are quiet (their ConvergenceWarnings are expected)
@@ -436,6 +446,13 @@ class FederatedEM(_FederatedDensity):
         sum carries it — the guarantee holds for the sum only, under secure aggregation,
         which the in-process transport does not have (use it to measure central DP's
         utility).
+    dp_noise_seed : int or None, default=None
+        None: each client seeds its DP noise with 128 secret bits of its own (from the
+        OS), so no one else — the server included — can regenerate and subtract it; two
+        fits then differ. An int replaces the secret: same seed, same model, **but the
+        noise is then known to whoever knows this seed, the server included** — for tests
+        and reproducible measurements, not a guarantee against the server (``privacy_``
+        records ``"noise_source"``).
 
     Attributes
     ----------
@@ -456,7 +473,8 @@ class FederatedEM(_FederatedDensity):
     privacy_client_ids_ : list of int
         The client index of each ``privacy_spent_`` entry.
     privacy_ : dict or None
-        The guarantee (target epsilon, delta, accountant, mechanism, neighbours, scope).
+        The guarantee (target epsilon, delta, accountant, mechanism, neighbours, scope,
+        noise_source).
     """
 
     def __init__(
@@ -485,6 +503,7 @@ class FederatedEM(_FederatedDensity):
         delta: float = 1e-5,
         clip_bound: float | None = None,
         dp_noise: str = "local",
+        dp_noise_seed: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -509,6 +528,7 @@ class FederatedEM(_FederatedDensity):
         self.delta = delta
         self.clip_bound = clip_bound
         self.dp_noise = dp_noise
+        self.dp_noise_seed = dp_noise_seed
 
     def fit(self, clients: Sequence[Any], y: Any = None) -> FederatedEM:
         """Run federated EM over in-process clients.
@@ -548,6 +568,7 @@ class FederatedEM(_FederatedDensity):
             max_iter=self.max_iter, n_init=self.n_init, min_samples_per_component=self.min_samples_per_component,
             min_clients=self.min_clients, robust=self.robust, max_client_weight=self.max_client_weight,
             epsilon=self.epsilon, delta=self.delta, clip_bound=self.clip_bound, dp_noise=self.dp_noise,
+            dp_noise_seed=self.dp_noise_seed,
         )
         self.seed_ = as_seed(self.random_state)
         run, client_seconds = _run(data, spec, self.seed_, self.n_jobs, init_state=init_state)
@@ -568,7 +589,9 @@ class FederatedEM(_FederatedDensity):
         self.n_features_in_ = n_features
         self.privacy_client_ids_ = sorted(result.privacy_spent)
         self.privacy_spent_ = [result.privacy_spent[c] for c in self.privacy_client_ids_]
-        self.privacy_ = None if self.epsilon is None else fedem_guarantee(self.epsilon, self.delta, self.max_rounds, self.dp_noise)
+        self.privacy_ = None if self.epsilon is None else fedem_guarantee(
+            self.epsilon, self.delta, self.max_rounds, self.dp_noise, self.dp_noise_seed
+        )
         _set_feature_names(self, clients)
         _warn_exclusions(result.records)
         return self
