@@ -67,6 +67,7 @@ from fedgmm.privacy.dpem import (
     local_releases,
     noise_aware_m_step,
     noise_scales,
+    project_to_ball,
 )
 from fedgmm.types import CovarianceType
 
@@ -711,5 +712,8 @@ def noisy_m_step(
     nu = max(PRIOR_COV_STRENGTH, spread / psi)
     prior = Prior(scale=psi * np.eye(d), mean_strength=PRIOR_MEAN_STRENGTH, cov_strength=nu)
     step = noise_aware_m_step(total, prior, reg_covar=reg_covar)
-    out = MixtureState.from_covariances(step.weights, step.means + white.means, step.covariances, white.covariance_type)
+    # Post-processing (no budget): rows lie in the ball of radius B, so must the means; a
+    # component whose noisy count is near zero would otherwise carry a mean far outside it.
+    means, covariances = project_to_ball(step.means + white.means, step.covariances, white.covariance_type, bound)
+    out = MixtureState.from_covariances(step.weights, means, covariances, white.covariance_type)
     return scale_state(out, scale)
