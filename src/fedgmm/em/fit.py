@@ -113,7 +113,8 @@ def run_em(
     for n_iter in range(1, max_iter + 1):
         prev = lower_bound
         stats = e_step(X, state, shift=shift, block_size=block_size, dtype=dtype, sample_weight=sample_weight)
-        state = m_step(stats, reg_covar)
+        del state  # free the old parameters before the M-step builds the new ones (memory at large d)
+        state = m_step(stats, reg_covar, overwrite=True)
         lower_bound = stats.log_likelihood / total_weight
         lower_bounds.append(lower_bound)
         change = lower_bound - prev

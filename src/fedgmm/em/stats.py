@@ -7,12 +7,14 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from fedgmm.em.kernels import BlockKernel, make_kernel, min_block_rows
 from fedgmm.em.kernels import row_elements as kernel_row_elements
+from fedgmm.em.kernels import row_flops as kernel_row_flops
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
 from fedgmm.types import CovarianceType
 
@@ -120,9 +122,6 @@ class SufficientStatistics:
         )
 
 
-#: A thread gets at least this many blocks, else the E-step stays in one thread.
-MIN_BLOCKS_PER_THREAD = 4
-
 _NUM_THREADS: int | None = None
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
 
@@ -149,6 +148,32 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     if threads not in _EXECUTORS:
         _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fedgmm-estep")
     return _EXECUTORS[threads]
+
+
+#: Fewest matrix-product flops a thread is given (~1 ms of one core): below it the
+#: dispatch costs more than it saves.
+MIN_FLOPS_PER_THREAD = 2e7
+
+_BLAS: ThreadpoolController | None = None
+
+
+def _single_threaded_blas() -> Any:
+    """Context limiting BLAS to one thread: the blocked products are cache-sized, and a
+    multi-threaded BLAS on them (or under our own threads) only spins, worst on a loaded
+    machine (measured: 20× the CPU time of the single-threaded E-step)."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _thread_bounds(n: int, covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
+    """Row bounds of the E-step's threads: as many as the CPUs allow, each with at least
+    :data:`MIN_FLOPS_PER_THREAD` of matrix-product work (so large-d shapes split even a
+    few hundred rows, and cheap ones keep thousands per thread)."""
+    flops = kernel_row_flops(covariance_type, n_components, n_features)
+    threads = max(1, min(get_num_threads(), int(n * flops // MIN_FLOPS_PER_THREAD)))
+    return np.linspace(0, n, threads + 1).astype(int)
 
 
 def block_size_for(row_elements: int, block_size: int | None = None, min_rows: int = MIN_BLOCK_ROWS) -> int:
@@ -181,42 +206,68 @@ def _compute_dtype(X: np.ndarray, dtype: np.dtype | type | None) -> np.dtype:
     return cdtype
 
 
-#: Log-responsibility floor per compute dtype. Without it, ``exp(logp − max)`` of a
-#: far-away component is subnormal (float32 below e^−87.3, float64 below e^−708) and so
-#: are its products with the data in the statistic GEMMs (``r·x̃``, ``r·q``); subnormal
-#: arithmetic is ~100× slower on x86 and made the float32 E-step 4× slower than
-#: float64. Flooring at e^−50 ≈ 2e−22 (float32) / e^−500 (float64) keeps every
-#: responsibility and its products with O(1) centred data in the normal range. It
-#: raises each responsibility by at most ``exp(floor)``, far below the dtype's precision.
-_LOG_FLOOR = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -500.0}
+#: Log-responsibility cut per compute dtype: an entry more than this below its row's
+#: maximum gets responsibility 0 instead of ``exp(·)``. Its true value, below e^−45 ≈ 3e−20
+#: (float64) or e^−25 ≈ 1e−11 (float32) of the row's largest, is under half an ulp of the
+#: row total even summed over 128 components, so ``log p(x)`` is unchanged to the dtype's
+#: precision. Two reasons: far-away components would otherwise give subnormal numbers
+#: (``exp`` below e^−708 in float64, e^−87 in float32), whose arithmetic is ~100× slower
+#: on x86 (it made float32 4× slower than float64); and the exponential, scalar in
+#: float64 on CPUs without AVX-512 (~9 ns an entry), is then only evaluated on the
+#: entries that matter: after a few iterations of a well-separated fit that is 1 in K.
+_LOG_CUT = {np.dtype(np.float32): -25.0, np.dtype(np.float64): -45.0}
+#: Above this fraction of entries over the cut, the exponential runs on the whole block.
+_DENSE_FRACTION = 0.4
+
+
+def _exp_above_cut(logp: np.ndarray) -> None:
+    """``logp ← exp(logp)`` in place where ``logp`` > the cut, 0 elsewhere (``logp`` ≤ 0)."""
+    cut = _LOG_CUT.get(logp.dtype, -45.0)
+    mask = logp > cut
+    keep = np.count_nonzero(mask)
+    if keep > _DENSE_FRACTION * logp.size:
+        np.maximum(logp, cut, out=logp)
+        np.exp(logp, out=logp)
+        np.multiply(logp, mask, out=logp)
+        return
+    flat = logp.reshape(-1)  # a view: logp is a fresh, contiguous block
+    idx = np.flatnonzero(mask)
+    values = np.exp(flat[idx])
+    flat.fill(0.0)
+    flat[idx] = values
 
 
 def _normalise(logp: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Turn ``logp`` (B, K) into responsibilities in place; return ``log p(x_n)`` (B,).
+    """Turn ``logp`` (K, B) into responsibilities in place; return ``log p(x_n)`` (B,).
 
     Log-sum-exp by the row maximum: rows whose every component has ``-inf`` weight are
     impossible and come out as ``-inf`` with zero responsibilities, never NaN. With
     ``weights`` (B,), each row's responsibilities are multiplied by its weight (in the
-    same pass as the normalisation).
+    same pass as the normalisation). The reductions run over the first axis: K
+    contiguous rows, not B short strided ones.
     """
-    mx = logp.max(axis=1, keepdims=True)
+    mx = logp.max(axis=0)
     finite = np.isfinite(mx)
-    mx[~finite] = 0.0
+    all_finite = bool(finite.all())
+    if not all_finite:
+        mx[~finite] = 0.0
     logp -= mx
-    np.maximum(logp, _LOG_FLOOR.get(logp.dtype, -500.0), out=logp)
-    np.exp(logp, out=logp)
-    total = logp.sum(axis=1, keepdims=True)
-    lse = np.log(total) + mx
+    _exp_above_cut(logp)
+    total = logp.sum(axis=0)
+    if not all_finite:
+        total[~finite] = 1.0
+    lse = np.log(total)
+    lse += mx
     if weights is None:
         np.reciprocal(total, out=total)
     else:
-        np.divide(weights[:, None], total, out=total)
+        np.divide(weights, total, out=total)
     logp *= total
-    if not finite.all():
-        rows = ~finite[:, 0]
+    if not all_finite:
+        rows = ~finite
         lse[rows] = -np.inf
-        logp[rows] = 0.0
-    return lse[:, 0]
+        logp[:, rows] = 0.0
+    return lse
 
 
 def statistics_from_responsibilities(
@@ -250,11 +301,11 @@ def statistics_from_responsibilities(
     # well below reg_covar (float32 products leave ~1e-7·‖x̃‖², not positive definite).
     kernel = make_kernel(covariance_type, k, d, shift=ref, dtype=np.float64)
     for rows in iter_blocks(n, _kernel_block(covariance_type, k, d, block_size)):
-        r = resp[rows].astype(np.float64, copy=False)
+        r = resp[rows].astype(np.float64, copy=False).T
         w = None
         if sample_weight is not None:
             w = np.asarray(sample_weight[rows], dtype=np.float64)
-            r = r * w[:, None]
+            r = r * w
         kernel.accumulate(kernel.prepare(X[rows]), r, w)
     nk, sx, sxx = kernel.statistics()
     return SufficientStatistics(nk, sx, sxx, n, 0.0, ref, covariance_type)
@@ -315,20 +366,31 @@ def e_step(
         if sample_weight.shape != (n,):
             raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
-    threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
-    if threads <= 1:
-        parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)]
-    else:
+    bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    with _single_threaded_blas():
+        if len(bounds) == 2:
+            return _e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)
         # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL) and
         # their sums are added in chunk order: the result does not depend on timing.
-        bounds = np.linspace(0, n, threads + 1).astype(int)
-        with threadpool_limits(limits=1, user_api="blas"):
-            futures = [
-                _executor(threads).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block, sample_weight)
-                for lo, hi in itertools.pairwise(bounds)
-            ]
-            parts = [f.result() for f in futures]
-    return sum(parts[1:], parts[0])
+        futures = [
+            _executor(len(bounds) - 1).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block, sample_weight)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+        parts = [f.result() for f in futures]
+    return _sum_in_place(parts)
+
+
+def _sum_in_place(parts: list[SufficientStatistics]) -> SufficientStatistics:
+    """Sum of per-thread statistics into the first one's (freshly owned) arrays, in order."""
+    first = parts[0]
+    for other in parts[1:]:
+        np.add(first.nk, other.nk, out=first.nk)
+        np.add(first.sx, other.sx, out=first.sx)
+        np.add(first.sxx, other.sxx, out=first.sxx)
+    return SufficientStatistics(
+        first.nk, first.sx, first.sxx, sum(p.n_samples for p in parts),
+        float(sum(p.log_likelihood for p in parts)), first.shift, first.covariance_type,
+    )
 
 
 def _e_step_rows(
@@ -341,7 +403,7 @@ def _e_step_rows(
     for rows in iter_blocks(hi - lo, block):
         part = slice(lo + rows.start, lo + rows.stop)
         ctx = kernel.prepare(X[part])
-        resp = kernel.log_prob(ctx)
+        resp = kernel.log_prob(ctx)  # (K, B)
         w = None
         if sample_weight is None:
             lse = _normalise(resp)
@@ -370,8 +432,8 @@ def _score_rows(
             log_norm[out] = _normalise(logp)
             continue
         lse = _normalise(logp.copy())
-        with np.errstate(divide="ignore"):
-            log_resp[out] = logp - np.where(np.isfinite(lse), lse, 0.0)[:, None]
+        logp -= np.where(np.isfinite(lse), lse, 0.0).astype(logp.dtype)
+        log_resp[out] = logp.T
         log_norm[out] = lse
 
 
@@ -390,14 +452,15 @@ def _score(
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
     log_resp = np.empty((n, state.n_components), dtype=np.float64) if with_resp else None
     log_norm = np.empty(n, dtype=np.float64)
-    threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
-    if threads <= 1:
-        _score_rows(X, 0, n, state, shift, cdtype, block, log_resp, log_norm)
-    else:
-        bounds = np.linspace(0, n, threads + 1).astype(int)
-        with threadpool_limits(limits=1, user_api="blas"):
+    bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    with _single_threaded_blas():
+        if len(bounds) == 2:
+            _score_rows(X, 0, n, state, shift, cdtype, block, log_resp, log_norm)
+        else:
             futures = [
-                _executor(threads).submit(_score_rows, X, lo, hi, state, shift, cdtype, block, log_resp, log_norm)
+                _executor(len(bounds) - 1).submit(
+                    _score_rows, X, lo, hi, state, shift, cdtype, block, log_resp, log_norm
+                )
                 for lo, hi in itertools.pairwise(bounds)
             ]
             for f in futures:
