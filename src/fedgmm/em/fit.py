@@ -214,9 +214,13 @@ def fit_em(
         if max_iter == 0:
             result = FitResult(state, False, 0, -np.inf, ())
         else:
+            # Handed over, not kept: run_em frees each iteration's old parameters (at large d
+            # the initial (K, d, d) arrays would otherwise live through the whole run).
+            handover = [state]
+            del state
             result = run_em(
                 X,
-                state,
+                handover.pop(),
                 reg_covar=reg_covar,
                 tol=tol,
                 max_iter=max_iter,

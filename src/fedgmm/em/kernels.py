@@ -18,13 +18,14 @@ which are memory-bound, fast.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 from scipy.linalg import blas
 
-from fedgmm.mixture import LOG_2PI, MixtureState, log_det_cholesky
+from fedgmm.mixture import LOG_2PI, MixtureState, component_chunks, log_det_cholesky
 
 #: Full covariance uses the shared outer-product form while a row's triangle
 #: ``d(d+1)/2`` is at most ``(K + 1)·d`` numbers, i.e. ``d <= 2K + 1`` (measured crossover,
@@ -67,6 +68,33 @@ class BlockKernel(Protocol):
     def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accumulated ``N_k`` (K,), ``Σ r x̃`` (K, d) and the second moments of the type."""
 
+    def fork(self) -> BlockKernel:
+        """A kernel sharing these parameters (read-only) with its own buffers and zeroed
+        accumulators: one per thread, so the parameters exist once."""
+
+    def absorb(self, other: BlockKernel) -> None:
+        """Add ``other``'s accumulators (a fork's) into this kernel's, in place."""
+
+
+class _Accumulating:
+    """Fork/absorb over the accumulator attributes a kernel names in ``_accumulators``."""
+
+    _accumulators: tuple[str, ...]
+    _buffers: tuple[str, ...]
+
+    def fork(self) -> Any:
+        new = copy.copy(self)
+        for name in self._accumulators:
+            setattr(new, name, np.zeros_like(getattr(self, name)))
+        for name in self._buffers:
+            setattr(new, name, None)
+        return new
+
+    def absorb(self, other: Any) -> None:
+        for name in self._accumulators:
+            mine = getattr(self, name)
+            mine += getattr(other, name)
+
 
 def _log_weights(state: MixtureState) -> np.ndarray:
     with np.errstate(divide="ignore"):
@@ -80,7 +108,7 @@ def _rows_buffer(buf: np.ndarray | None, rows: int, cols: int, dtype: np.dtype) 
     return buf
 
 
-class DesignKernel:
+class DesignKernel(_Accumulating):
     """Kernels whose block work is two matrix products over a design ``Z`` (cols, B).
 
     Column ``n`` of ``Z`` is ``z_n = [1, x̃_n, φ(x̃_n)]``; a subclass says what ``φ`` is
@@ -93,6 +121,8 @@ class DesignKernel:
 
     d: int
     cols: int
+    _accumulators = ("acc",)
+    _buffers = ("_z",)
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.d, self.k = n_features, n_components
@@ -208,11 +238,16 @@ class FullOuterKernel(DesignKernel):
         super().__init__(n_components, n_features, shift, dtype)
 
     def set_parameters(self, state: MixtureState) -> None:
-        d = self.d
-        prec = state.precisions  # (K, d, d)
+        d, k = self.d, self.k
         means_c = state.means - self.shift
-        lam = prec[:, self.iu, self.ju] * np.where(self.iu == self.ju, 1.0, 2.0)
-        lin = np.einsum("kij,kj->ki", prec, means_c)  # Λμ̃, (K, d)
+        doubled = np.where(self.iu == self.ju, 1.0, 2.0)
+        lam = np.empty((k, self.cols - 1 - d))
+        lin = np.empty((k, d))  # Λμ̃
+        for chunk in component_chunks(k, d):  # (·, d, d) precisions a few components at a time
+            pc = state.precisions_cholesky[chunk]
+            prec = pc @ pc.transpose(0, 2, 1)
+            lam[chunk] = prec[:, self.iu, self.ju] * doubled
+            lin[chunk] = np.einsum("kij,kj->ki", prec, means_c[chunk])
         quad = np.einsum("ki,ki->k", lin, means_c)
         log_det = log_det_cholesky(state.precisions_cholesky, "full", d)
         const = -0.5 * (d * LOG_2PI + quad) + log_det
@@ -240,8 +275,11 @@ def _syrk_upper(a_t: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return acc
 
 
-class _RowsKernel:
+class _RowsKernel(_Accumulating):
     """Kernels that work on the centred rows ``x̃`` (B, d) themselves (full factor form, tied)."""
+
+    _accumulators = ("nk", "sx", "acc")
+    _buffers = ("_x", "_y")
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.d, self.k = n_features, n_components

@@ -367,38 +367,40 @@ def e_step(
             raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
     bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    kernels = _thread_kernels(_scoring_kernel(state, ref, cdtype), len(bounds) - 1)
     with _single_threaded_blas():
-        if len(bounds) == 2:
-            return _e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)
-        # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL) and
-        # their sums are added in chunk order: the result does not depend on timing.
-        futures = [
-            _executor(len(bounds) - 1).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block, sample_weight)
-            for lo, hi in itertools.pairwise(bounds)
-        ]
-        parts = [f.result() for f in futures]
-    return _sum_in_place(parts)
+        if len(kernels) == 1:
+            parts = [_e_step_rows(X, 0, n, kernels[0], cdtype, block, sample_weight)]
+        else:
+            # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL),
+            # each on its own fork of one kernel (the parameters exist once), and their
+            # accumulators are added in chunk order: the result does not depend on timing.
+            futures = [
+                _executor(len(kernels)).submit(_e_step_rows, X, lo, hi, kern, cdtype, block, sample_weight)
+                for (lo, hi), kern in zip(itertools.pairwise(bounds), kernels, strict=True)
+            ]
+            parts = [f.result() for f in futures]
+    del kernels
+    kernel, total = parts[0]
+    for other, other_total in parts[1:]:
+        kernel.absorb(other)
+        total += other_total
+    del parts
+    nk, sx, sxx = kernel.statistics()
+    return SufficientStatistics(nk, sx, sxx, n, total, ref, state.covariance_type)
 
 
-def _sum_in_place(parts: list[SufficientStatistics]) -> SufficientStatistics:
-    """Sum of per-thread statistics into the first one's (freshly owned) arrays, in order."""
-    first = parts[0]
-    for other in parts[1:]:
-        np.add(first.nk, other.nk, out=first.nk)
-        np.add(first.sx, other.sx, out=first.sx)
-        np.add(first.sxx, other.sxx, out=first.sxx)
-    return SufficientStatistics(
-        first.nk, first.sx, first.sxx, sum(p.n_samples for p in parts),
-        float(sum(p.log_likelihood for p in parts)), first.shift, first.covariance_type,
-    )
+def _thread_kernels(kernel: BlockKernel, threads: int) -> list[BlockKernel]:
+    """``kernel`` and ``threads − 1`` forks of it (shared parameters, own accumulators)."""
+    return [kernel] + [kernel.fork() for _ in range(threads - 1)]
 
 
 def _e_step_rows(
-    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int,
+    X: np.ndarray, lo: int, hi: int, kernel: BlockKernel, cdtype: np.dtype, block: int,
     sample_weight: np.ndarray | None = None,
-) -> SufficientStatistics:
-    """E-step statistics of rows ``lo:hi``, block by block (one thread's share)."""
-    kernel = _scoring_kernel(state, shift, cdtype)
+) -> tuple[BlockKernel, float]:
+    """One thread's share: rows ``lo:hi`` block by block into ``kernel``'s accumulators;
+    returns the kernel and ``Σ w log p`` of the rows."""
     total = 0.0
     for rows in iter_blocks(hi - lo, block):
         part = slice(lo + rows.start, lo + rows.stop)
@@ -415,16 +417,14 @@ def _e_step_rows(
             # 0 · (−inf) must count as a dropped row, not NaN.
             total += float(np.dot(w64[w64 > 0], lse[w64 > 0]))
         kernel.accumulate(ctx, resp, w)
-    nk, sx, sxx = kernel.statistics()
-    return SufficientStatistics(nk, sx, sxx, hi - lo, total, shift, state.covariance_type)
+    return kernel, total
 
 
 def _score_rows(
-    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int,
+    X: np.ndarray, lo: int, hi: int, kernel: BlockKernel, block: int,
     log_resp: np.ndarray | None, log_norm: np.ndarray,
 ) -> None:
     """Fill ``log_norm[lo:hi]`` (and ``log_resp[lo:hi]`` if given), block by block."""
-    kernel = _scoring_kernel(state, shift, cdtype)
     for rows in iter_blocks(hi - lo, block):
         out = slice(lo + rows.start, lo + rows.stop)
         logp = kernel.log_prob(kernel.prepare(X[out]))
@@ -453,15 +453,14 @@ def _score(
     log_resp = np.empty((n, state.n_components), dtype=np.float64) if with_resp else None
     log_norm = np.empty(n, dtype=np.float64)
     bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    kernels = _thread_kernels(_scoring_kernel(state, shift, cdtype), len(bounds) - 1)
     with _single_threaded_blas():
-        if len(bounds) == 2:
-            _score_rows(X, 0, n, state, shift, cdtype, block, log_resp, log_norm)
+        if len(kernels) == 1:
+            _score_rows(X, 0, n, kernels[0], block, log_resp, log_norm)
         else:
             futures = [
-                _executor(len(bounds) - 1).submit(
-                    _score_rows, X, lo, hi, state, shift, cdtype, block, log_resp, log_norm
-                )
-                for lo, hi in itertools.pairwise(bounds)
+                _executor(len(kernels)).submit(_score_rows, X, lo, hi, kern, block, log_resp, log_norm)
+                for (lo, hi), kern in zip(itertools.pairwise(bounds), kernels, strict=True)
             ]
             for f in futures:
                 f.result()
