@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from fedgmm.em.kernels import BlockKernel, make_kernel, min_block_rows
+from fedgmm.em.kernels import BlockKernel, blas_threaded, make_kernel, min_block_rows
 from fedgmm.em.kernels import row_elements as kernel_row_elements
 from fedgmm.em.kernels import row_flops as kernel_row_flops
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
@@ -157,20 +158,36 @@ MIN_FLOPS_PER_THREAD = 2e7
 _BLAS: ThreadpoolController | None = None
 
 
+def _blas_limits(covariance_type: str, n_components: int, n_features: int) -> Any:
+    """:func:`_single_threaded_blas`, or no limit where :func:`blas_threaded` says so (then
+    BLAS keeps the threads :func:`get_num_threads` allows)."""
+    if blas_threaded(covariance_type, n_components, n_features):
+        if _NUM_THREADS is None:
+            return contextlib.nullcontext()
+        return _controller().limit(limits=_NUM_THREADS, user_api="blas")
+    return _single_threaded_blas()
+
+
+def _controller() -> ThreadpoolController:
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS
+
+
 def _single_threaded_blas() -> Any:
     """Context limiting BLAS to one thread: the blocked products are cache-sized, and a
     multi-threaded BLAS on them (or under our own threads) only spins, worst on a loaded
     machine (measured: 20× the CPU time of the single-threaded E-step)."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+    return _controller().limit(limits=1, user_api="blas")
 
 
 def _thread_bounds(n: int, covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
     """Row bounds of the E-step's threads: as many as the CPUs allow, each with at least
     :data:`MIN_FLOPS_PER_THREAD` of matrix-product work (so large-d shapes split even a
     few hundred rows, and cheap ones keep thousands per thread)."""
+    if blas_threaded(covariance_type, n_components, n_features):
+        return np.array([0, n])
     flops = kernel_row_flops(covariance_type, n_components, n_features)
     threads = max(1, min(get_num_threads(), int(n * flops // MIN_FLOPS_PER_THREAD)))
     return np.linspace(0, n, threads + 1).astype(int)
@@ -368,7 +385,7 @@ def e_step(
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
     bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
     kernels = _thread_kernels(_scoring_kernel(state, ref, cdtype), len(bounds) - 1)
-    with _single_threaded_blas():
+    with _blas_limits(state.covariance_type, state.n_components, d):
         if len(kernels) == 1:
             parts = [_e_step_rows(X, 0, n, kernels[0], cdtype, block, sample_weight)]
         else:
@@ -454,7 +471,7 @@ def _score(
     log_norm = np.empty(n, dtype=np.float64)
     bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
     kernels = _thread_kernels(_scoring_kernel(state, shift, cdtype), len(bounds) - 1)
-    with _single_threaded_blas():
+    with _blas_limits(state.covariance_type, state.n_components, d):
         if len(kernels) == 1:
             _score_rows(X, 0, n, kernels[0], block, log_resp, log_norm)
         else:
