@@ -30,52 +30,18 @@ import argparse
 import importlib
 import os
 import platform
-import time
-import tracemalloc
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _common import best_times, init_arrays, make_data, peak_memory, relative_ll_gap
 from bench_machine import bandwidth_gbs, em_floor_seconds, gemm_gflops
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_info
 
 from fedgmm import GaussianMixture
-
-
-def make_data(n: int, d: int, k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=3.0, size=(k, d))
-    scales = rng.uniform(0.5, 1.5, size=(k, 1, d))
-    labels = rng.integers(k, size=n)
-    return centers[labels] + rng.normal(size=(n, d)) * scales[labels, 0]
-
-
-def init_arrays(X: np.ndarray, k: int, ctype: str, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    d = X.shape[1]
-    var = X.var(axis=0).mean()
-    prec = {
-        "full": np.stack([np.eye(d) / var] * k),
-        "tied": np.eye(d) / var,
-        "diag": np.full((k, d), 1 / var),
-        "spherical": np.full(k, 1 / var),
-    }[ctype]
-    return {
-        "weights_init": np.full(k, 1.0 / k),
-        "means_init": X[rng.choice(X.shape[0], k, replace=False)],
-        "precisions_init": prec,
-    }
-
-
-def peak_memory(fit: Callable[[], Any]) -> int:
-    tracemalloc.start()
-    fit()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
 
 
 def main() -> None:
@@ -118,21 +84,13 @@ def main() -> None:
         if baseline is not None:
             fits["base-float64"] = lambda common=common: baseline(**common, dtype="float64").fit(X)
             fits["base-float32"] = lambda common=common: baseline(**common, dtype="float32").fit(X)
-        wall = dict.fromkeys(fits, np.inf)
-        cpu = dict.fromkeys(fits, np.inf)
-        models: dict[str, Any] = {}
-        for _ in range(args.repeats):
-            for name, fit in fits.items():
-                w0, c0 = time.perf_counter(), time.process_time()
-                models[name] = fit()
-                wall[name] = min(wall[name], time.perf_counter() - w0)
-                cpu[name] = min(cpu[name], time.process_time() - c0)
+        wall, cpu, models = best_times(fits, args.repeats)
         mem = {name: peak_memory(fit) for name, fit in fits.items() if not name.startswith("base")}
         sk = models["sklearn"]
         for dtype in ("float64", "float32"):
             ours = models[dtype]
             assert ours.n_iter_ == sk.n_iter_ == args.iters
-            dll = abs(ours.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_)
+            dll = relative_ll_gap(ours, sk)
             floor, _ = em_floor_seconds(ctype, args.n, args.d, args.k, np.dtype(dtype).itemsize, peak[dtype], bw)
             per_iter = wall[dtype] / args.iters
             line = (

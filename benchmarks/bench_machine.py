@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from fedgmm.em.kernels import full_formulation
+from fedgmm.em.kernels import row_flops
 
 
 def gemm_gflops(dtype: type, n: int = 1536, repeats: int = 3) -> float:
@@ -39,15 +39,7 @@ def bandwidth_gbs(mib: int = 256, repeats: int = 3) -> float:
 
 def em_flops(ctype: str, n: int, d: int, k: int) -> float:
     """Floating-point operations of one fedgmm EM iteration (its matrix products)."""
-    if ctype == "full":
-        if full_formulation(k, d) == "outer":
-            cols = 1 + d + d * (d + 1) // 2
-            return 4.0 * n * cols * k  # Z W and Zᵀ R
-        return n * k * (2.0 * d * d + d * d + 4.0 * d)  # x̃P_k, syrk, sx
-    if ctype == "tied":
-        return n * (2.0 * d * d + d * d + 4.0 * d * k)  # x̃P, syrk, (y, r) · (μP, x̃)
-    cols = 1 + 2 * d if ctype == "diag" else 2 + d
-    return 4.0 * n * cols * k
+    return n * row_flops(ctype, k, d)
 
 
 def em_floor_seconds(ctype: str, n: int, d: int, k: int, itemsize: int, gflops: float, gbs: float) -> tuple[float, str]:

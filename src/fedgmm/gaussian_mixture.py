@@ -377,9 +377,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         self.state_ = state
         self.weights_ = np.array(state.weights)
         self.means_ = np.array(state.means)
-        self.covariances_ = np.array(state.covariances)
-        self.precisions_cholesky_ = np.array(state.precisions_cholesky)
-        self.precisions_ = np.array(state.precisions)
+        # The (K, d, d) arrays are the state's own, read-only (not copies: memory at large d).
+        self.covariances_ = state.covariances
+        self.precisions_cholesky_ = state.precisions_cholesky
+        self.precisions_ = state.precisions
 
     @classmethod
     def from_state(cls, state: MixtureState, **params: Any) -> GaussianMixture:

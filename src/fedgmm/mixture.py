@@ -84,25 +84,42 @@ def precision_cholesky_from_covariances(
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     if covariance_type in ("full", "tied"):
         stack = covariances if covariance_type == "full" else covariances[None]
-        # Batched over components: per-matrix scipy calls cost ~25 µs each in overhead.
-        try:
-            chol = np.linalg.cholesky(stack)
-        except np.linalg.LinAlgError as exc:
-            raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE) from exc
-        if np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0.0):
-            raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
-        if stack.shape[-1] >= 64:  # large d: a triangular solve is d³/3 flops, inv (LU) is 2d³
-            eye = np.eye(stack.shape[-1])
-            inv = np.stack([linalg.solve_triangular(c, eye, lower=True) for c in chol])
-        else:
-            inv = np.linalg.inv(chol)
-        out = np.tril(inv).transpose(0, 2, 1)
-        if not np.all(np.isfinite(out)):
-            raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
-        return np.ascontiguousarray(out) if covariance_type == "full" else np.ascontiguousarray(out[0])
+        k, d = stack.shape[0], stack.shape[-1]
+        out = np.empty_like(stack)
+        # Batched over a few components at a time: per-matrix calls cost ~25 µs each in
+        # overhead, and batching all K would add (K, d, d) temporaries (memory at large d).
+        for chunk in component_chunks(k, d):
+            out[chunk] = _precision_cholesky_stack(stack[chunk])
+        return out if covariance_type == "full" else out[0]
     if np.any(covariances <= 0.0):
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     return 1.0 / np.sqrt(covariances)
+
+
+def component_chunks(n_components: int, n_features: int, max_elements: int = 1 << 20) -> list[slice]:
+    """Slices of components whose ``(·, d, d)`` stacks hold at most ``max_elements`` numbers
+    (at least one component each): batched linear algebra with bounded temporaries."""
+    step = max(1, max_elements // max(1, n_features * n_features))
+    return [slice(lo, min(lo + step, n_components)) for lo in range(0, n_components, step)]
+
+
+def _precision_cholesky_stack(stack: np.ndarray) -> np.ndarray:
+    """Upper ``P`` with ``P Pᵀ = Σ⁻¹`` for a ``(m, d, d)`` stack of covariances."""
+    try:
+        chol = np.linalg.cholesky(stack)
+    except np.linalg.LinAlgError as exc:
+        raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE) from exc
+    if np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0.0):
+        raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+    if stack.shape[-1] >= 64:  # large d: a triangular solve is d³/3 flops, inv (LU) is 2d³
+        eye = np.eye(stack.shape[-1])
+        inv = np.stack([linalg.solve_triangular(c, eye, lower=True) for c in chol])
+    else:
+        inv = np.linalg.inv(chol)
+    out = np.tril(inv).transpose(0, 2, 1)
+    if not np.all(np.isfinite(out)):
+        raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
+    return out
 
 
 _PRECISIONS_FROM_CHOLESKY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -224,14 +241,22 @@ class MixtureState:
         means: np.ndarray,
         covariances: np.ndarray,
         covariance_type: CovarianceType,
+        *,
+        owned: bool = False,
     ) -> MixtureState:
-        """Build a state, computing the precision Cholesky factors (validated)."""
+        """Build a state, computing the precision Cholesky factors (validated).
+
+        With ``owned=True`` the given float64 arrays are frozen in place instead of
+        copied: for callers (the M-step) that built them for this state alone, so that
+        a fit holds one ``(K, d, d)`` covariance array, not two.
+        """
         weights = np.asarray(weights, dtype=np.float64)
         means = np.asarray(means, dtype=np.float64)
         covariances = np.asarray(covariances, dtype=np.float64)
         validate_parameters(weights, means, covariances, covariance_type)
         prec_chol = precision_cholesky_from_covariances(covariances, covariance_type)
-        return cls(_frozen(weights), _frozen(means), _frozen(covariances), _frozen(prec_chol), covariance_type)
+        freeze = _frozen_in_place if owned else _frozen
+        return cls(freeze(weights), freeze(means), freeze(covariances), _frozen_in_place(prec_chol), covariance_type)
 
     @property
     def n_components(self) -> int:
@@ -297,6 +322,13 @@ class MixtureState:
         )
 
 
+def _frozen_in_place(a: np.ndarray) -> np.ndarray:
+    if a.dtype != np.float64 or not a.flags.c_contiguous or a.base is not None:
+        return _frozen(a)
+    a.setflags(write=False)
+    return a
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64, copy=True)
     a.setflags(write=False)
@@ -341,6 +373,8 @@ def validate_parameters(
         raise ValueError(f"weights must sum to one, they sum to {weights.sum():.9g}.")
     if covariance_type in ("full", "tied"):
         stack = covariances if covariance_type == "full" else covariances[None]
-        scale = np.max(np.abs(stack), axis=(1, 2), keepdims=True)
-        if np.any(np.abs(stack - np.swapaxes(stack, 1, 2)) > 1e-8 * np.maximum(scale, 1e-300)):
-            raise ValueError("covariance matrices must be symmetric.")
+        for chunk in component_chunks(stack.shape[0], d):
+            part = stack[chunk]
+            scale = np.max(np.abs(part), axis=(1, 2), keepdims=True)
+            if np.any(np.abs(part - np.swapaxes(part, 1, 2)) > 1e-8 * np.maximum(scale, 1e-300)):
+                raise ValueError("covariance matrices must be symmetric.")

@@ -84,11 +84,11 @@ def test_full_kernels_agree(dtype: type) -> None:
     for kern in (outer, factor):
         kern.set_parameters(state)
     ctx_o, ctx_f = outer.prepare(X), factor.prepare(X)
-    lp_o, lp_f = outer.log_prob(ctx_o), factor.log_prob(ctx_f)
+    lp_o, lp_f = outer.log_prob(ctx_o), factor.log_prob(ctx_f)  # (K, B)
     rtol = 1e-11 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(lp_o, lp_f, rtol=rtol)
-    np.testing.assert_allclose(lp_o, direct_log_prob(X, state), rtol=10 * rtol)
-    resp = rng.dirichlet(np.ones(3), size=50).astype(dtype)
+    np.testing.assert_allclose(lp_o.T, direct_log_prob(X, state), rtol=10 * rtol)
+    resp = rng.dirichlet(np.ones(3), size=50).astype(dtype).T
     outer.accumulate(ctx_o, resp)
     factor.accumulate(ctx_f, resp)
     for a, b in zip(outer.statistics(), factor.statistics(), strict=True):

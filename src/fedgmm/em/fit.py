@@ -155,7 +155,8 @@ def run_em(
     for n_iter in range(1, max_iter + 1):
         prev = lower_bound
         stats = e_step(X, state, shift=shift, block_size=block_size, dtype=dtype, sample_weight=sample_weight)
-        state = m_step(stats, reg_covar)
+        del state  # free the old parameters before the M-step builds the new ones (memory at large d)
+        state = m_step(stats, reg_covar, overwrite=True)
         lower_bound = stats.log_likelihood / total_weight
         lower_bounds.append(lower_bound)
         change = lower_bound - prev
@@ -259,9 +260,13 @@ def fit_em(
         if max_iter == 0:
             result = FitResult(state, False, 0, -np.inf, ())
         else:
+            # Handed over, not kept: run_em frees each iteration's old parameters (at large d
+            # the initial (K, d, d) arrays would otherwise live through the whole run).
+            handover = [state]
+            del state
             result = run_em(
                 X,
-                state,
+                handover.pop(),
                 reg_covar=reg_covar,
                 tol=tol,
                 max_iter=max_iter,

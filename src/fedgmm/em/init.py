@@ -325,4 +325,9 @@ def initial_state(
             means = drawn.means
         if covariances is None:
             covariances = drawn.covariances
-    return MixtureState.from_covariances(weights, means, covariances, covariance_type)
+    # The covariances are this function's own (derived from precisions_init or drawn and
+    # frozen): the state keeps them without a copy; weights and means may be the caller's.
+    return MixtureState.from_covariances(
+        np.array(weights, dtype=np.float64), np.array(means, dtype=np.float64), covariances, covariance_type,
+        owned=True,
+    )

@@ -10,21 +10,22 @@ picked by shape, see :func:`full_formulation`).
 
 Most kernels fold everything into two matrix products per block: with a design row
 ``z_n = [1, x̃_n, φ(x̃_n)]`` (``φ`` the squares, the squared norm or ``triu(x̃x̃ᵀ)``), the
-log-densities are ``Z W`` (``W`` holds the constants, ``Λμ̃`` and ``−½Λ``) and the
-statistics are ``Rᵀ Z`` (its columns are ``N_k``, ``Σ r x̃`` and ``Σ r φ``). Few passes
-over ``(B, K)`` arrays, one output per product: that is what makes diag and spherical,
+log-densities are ``Wᵀ Z`` (``W`` holds the constants, ``Λμ̃`` and ``−½Λ``) and the
+statistics are ``Z Rᵀ`` (its rows are ``N_k``, ``Σ r x̃`` and ``Σ r φ``). Few passes
+over ``(K, B)`` arrays, one output per product: that is what makes diag and spherical,
 which are memory-bound, fast.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 from scipy.linalg import blas
 
-from fedgmm.mixture import LOG_2PI, MixtureState, log_det_cholesky
+from fedgmm.mixture import LOG_2PI, MixtureState, component_chunks, log_det_cholesky
 
 #: Full covariance uses the shared outer-product form while a row's triangle
 #: ``d(d+1)/2`` is at most ``(K + 1)·d`` numbers, i.e. ``d <= 2K + 1`` (measured crossover,
@@ -38,7 +39,12 @@ OUTER_PRODUCT_MAX_FEATURES = 256
 
 
 class BlockKernel(Protocol):
-    """What the blocked E-step needs from a covariance type."""
+    """What the blocked E-step needs from a covariance type.
+
+    Per-block arrays are laid out component-major: log-densities and responsibilities are
+    ``(K, B)``, so the per-row reductions of the normalisation (max and sum over the K
+    components) run along contiguous rows instead of across short strided ones.
+    """
 
     #: Elements of the largest per-row temporary (sets the block size).
     row_elements: int
@@ -50,17 +56,44 @@ class BlockKernel(Protocol):
         """Centre a block of raw rows ``(B, d)`` into the kernel's buffers; return a context."""
 
     def log_prob(self, ctx: Any) -> np.ndarray:
-        """``log π_k + log N(x̃_n | μ̃_k, Σ_k)`` of the prepared block, a new ``(B, K)`` array."""
+        """``log π_k + log N(x̃_n | μ̃_k, Σ_k)`` of the prepared block, a new ``(K, B)`` array."""
 
     def accumulate(self, ctx: Any, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Add the block's statistics into the kernel's float64 accumulators.
 
-        ``resp`` (B, K) already carries the row weights; ``weights`` (B,) is given again
+        ``resp`` (K, B) already carries the row weights; ``weights`` (B,) is given again
         for the statistics that do not go through the responsibilities (tied).
         """
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accumulated ``N_k`` (K,), ``Σ r x̃`` (K, d) and the second moments of the type."""
+
+    def fork(self) -> BlockKernel:
+        """A kernel sharing these parameters (read-only) with its own buffers and zeroed
+        accumulators: one per thread, so the parameters exist once."""
+
+    def absorb(self, other: BlockKernel) -> None:
+        """Add ``other``'s accumulators (a fork's) into this kernel's, in place."""
+
+
+class _Accumulating:
+    """Fork/absorb over the accumulator attributes a kernel names in ``_accumulators``."""
+
+    _accumulators: tuple[str, ...]
+    _buffers: tuple[str, ...]
+
+    def fork(self) -> Any:
+        new = copy.copy(self)
+        for name in self._accumulators:
+            setattr(new, name, np.zeros_like(getattr(self, name)))
+        for name in self._buffers:
+            setattr(new, name, None)
+        return new
+
+    def absorb(self, other: Any) -> None:
+        for name in self._accumulators:
+            mine = getattr(self, name)
+            mine += getattr(other, name)
 
 
 def _log_weights(state: MixtureState) -> np.ndarray:
@@ -68,62 +101,88 @@ def _log_weights(state: MixtureState) -> np.ndarray:
         return np.log(state.weights)
 
 
-def _rows_buffer(buf: np.ndarray | None, rows: int, cols: int, dtype: np.dtype, fill_first: bool) -> np.ndarray:
-    """A ``(≥rows, cols)`` buffer of ``dtype``, reused across blocks; column 0 is ones if asked."""
+def _rows_buffer(buf: np.ndarray | None, rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
+    """A ``(≥rows, cols)`` buffer of ``dtype``, reused across blocks."""
     if buf is None or buf.shape[0] < rows or buf.dtype != dtype:
         buf = np.empty((rows, cols), dtype=dtype)
-        if fill_first:
-            buf[:, 0] = 1.0
     return buf
 
 
-class _DesignKernel:
-    """Shared machinery of the kernels whose block work is ``Z W`` and ``Rᵀ Z``."""
+class DesignKernel(_Accumulating):
+    """Kernels whose block work is two matrix products over a design ``Z`` (cols, B).
+
+    Column ``n`` of ``Z`` is ``z_n = [1, x̃_n, φ(x̃_n)]``; a subclass says what ``φ`` is
+    (:meth:`_features`) and builds ``W = [const + log π; Λμ̃; −½λ]`` from the parameters,
+    so that ``Wᵀ Z`` is the ``(K, B)`` block of log-densities and ``Z Rᵀ`` adds ``N_k``,
+    ``Σ r x̃`` and ``Σ r φ`` into one ``(cols, K)`` accumulator. ``Z`` is stored feature-major:
+    every feature's values over the block are contiguous, so centring, squaring and the
+    outer products are whole-row operations.
+    """
 
     d: int
     cols: int
+    _accumulators = ("acc",)
+    _buffers = ("_z",)
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.d, self.k = n_features, n_components
+        self.row_elements = self.cols + n_components
         # Kept in float64: blocks are centred in float64 and then rounded to ``dtype``, so
         # the statistics are about exactly the shift they are labelled with.
         self.shift = np.asarray(shift, dtype=np.float64)
+        self._shift_col = self.shift[:, None]
         self.dtype = np.dtype(dtype)
-        self.acc = np.zeros((n_components, self.cols))
+        self.acc = np.zeros((self.cols, n_components))
         self._z: np.ndarray | None = None
         self._logw_apart: np.ndarray | None = None
 
     def _set_w(self, const: np.ndarray, linear: np.ndarray, quad: np.ndarray, logw: np.ndarray) -> None:
-        """``W = [const + log π; Λμ̃; −½Λ]``; an impossible (zero-weight) component's ``−inf``
-        is added after the product instead, so it never meets a BLAS padding zero."""
+        """``Wᵀ = [const + log π, (Λμ̃)ᵀ, −½λᵀ]`` (K, cols) from ``linear`` (K, d), ``quad``
+        (K, cols − 1 − d); an impossible (zero-weight) component's ``−inf`` is added after
+        the product instead, so it never meets a BLAS padding zero."""
         finite = bool(np.all(np.isfinite(logw)))
         top = const + logw if finite else const
-        self._logw_apart = None if finite else logw.astype(self.dtype)
-        self.w = np.ascontiguousarray(np.vstack([top[None, :], linear, quad]), dtype=self.dtype)
+        self._logw_apart = None if finite else logw.astype(self.dtype)[:, None]
+        self.wt = np.ascontiguousarray(np.hstack([top[:, None], linear, quad]), dtype=self.dtype)
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        b, d = x.shape[0], self.d
+        if self._z is None or self._z.shape[1] < b or self._z.dtype != self.dtype:
+            self._z = np.empty((self.cols, b), dtype=self.dtype)
+            self._z[0] = 1.0
+        z = self._z[:, :b]
+        xt = z[1 : 1 + d]
+        np.subtract(x.T, self._shift_col, out=xt)
+        self._features(xt, z[1 + d :])
+        return z
+
+    def _features(self, xt: np.ndarray, out: np.ndarray) -> None:
+        """Write ``φ`` of the centred block ``xt`` (d, B) into ``out`` (cols − 1 − d, B)."""
+        raise NotImplementedError
 
     def log_prob(self, ctx: np.ndarray) -> np.ndarray:
-        logp = ctx @ self.w
+        logp = self.wt @ ctx
         if self._logw_apart is not None:
             logp += self._logw_apart
         return logp
 
     def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
-        self.acc += resp.T @ ctx
+        self.acc += ctx @ resp.T
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         d = self.d
-        return self.acc[:, 0].copy(), self.acc[:, 1 : 1 + d].copy(), self._second(self.acc[:, 1 + d :])
+        return self.acc[0].copy(), self.acc[1 : 1 + d].T.copy(), self._second(self.acc[1 + d :])
 
     def _second(self, block: np.ndarray) -> np.ndarray:
-        return block.copy()
+        """The type's second-moment statistic from the accumulator rows of ``φ`` (cols − 1 − d, K)."""
+        return block.T.copy()
 
 
-class DiagKernel(_DesignKernel):
-    """Diagonal covariance: ``z = [1, x̃, x̃²]``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r x̃²``."""
+class DiagKernel(DesignKernel):
+    """Diagonal covariance: ``φ(x̃) = x̃²``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r x̃²``."""
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.cols = 1 + 2 * n_features
-        self.row_elements = self.cols + n_components
         super().__init__(n_components, n_features, shift, dtype)
 
     def set_parameters(self, state: MixtureState) -> None:
@@ -132,24 +191,17 @@ class DiagKernel(_DesignKernel):
         means_c = state.means - self.shift
         log_det = log_det_cholesky(state.precisions_cholesky, "diag", d)
         const = -0.5 * (d * LOG_2PI + np.sum(means_c**2 * prec, axis=1)) + log_det
-        self._set_w(const, (means_c * prec).T, -0.5 * prec.T, _log_weights(state))
+        self._set_w(const, means_c * prec, -0.5 * prec, _log_weights(state))
 
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        b, d = x.shape[0], self.d
-        self._z = _rows_buffer(self._z, b, self.cols, self.dtype, True)
-        z = self._z[:b]
-        xc = z[:, 1 : 1 + d]
-        np.subtract(x, self.shift, out=xc)
-        np.multiply(xc, xc, out=z[:, 1 + d :])
-        return z
+    def _features(self, xt: np.ndarray, out: np.ndarray) -> None:
+        np.multiply(xt, xt, out=out)
 
 
-class SphericalKernel(_DesignKernel):
-    """Spherical covariance: ``z = [1, x̃, ‖x̃‖²]``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r ‖x̃‖²``."""
+class SphericalKernel(DesignKernel):
+    """Spherical covariance: ``φ(x̃) = ‖x̃‖²``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r ‖x̃‖²``."""
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.cols = 2 + n_features
-        self.row_elements = self.cols + n_components
         super().__init__(n_components, n_features, shift, dtype)
 
     def set_parameters(self, state: MixtureState) -> None:
@@ -158,84 +210,60 @@ class SphericalKernel(_DesignKernel):
         means_c = state.means - self.shift
         log_det = log_det_cholesky(state.precisions_cholesky, "spherical", d)
         const = -0.5 * (d * LOG_2PI + np.sum(means_c**2, axis=1) * prec) + log_det
-        self._set_w(const, (means_c * prec[:, None]).T, -0.5 * prec[None, :], _log_weights(state))
+        self._set_w(const, means_c * prec[:, None], -0.5 * prec[:, None], _log_weights(state))
 
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        b, d = x.shape[0], self.d
-        self._z = _rows_buffer(self._z, b, self.cols, self.dtype, True)
-        z = self._z[:b]
-        xc = z[:, 1 : 1 + d]
-        np.subtract(x, self.shift, out=xc)
-        np.einsum("ij,ij->i", xc, xc, out=z[:, 1 + d])
-        return z
+    def _features(self, xt: np.ndarray, out: np.ndarray) -> None:
+        np.einsum("ij,ij->j", xt, xt, out=out[0])
 
     def _second(self, block: np.ndarray) -> np.ndarray:
-        return block[:, 0].copy()
+        return block[0].copy()
 
 
-class FullOuterKernel(_DesignKernel):
-    """Full covariance through the upper-triangular outer products ``q_n = triu(x̃ x̃ᵀ)``.
+class FullOuterKernel(DesignKernel):
+    """Full covariance through the upper-triangular outer products ``φ(x̃) = triu(x̃ x̃ᵀ)``.
 
-    The Mahalanobis term is ``x̃ᵀΛx̃ − 2 x̃ᵀΛμ̃ + μ̃ᵀΛμ̃`` with ``x̃ᵀΛx̃ = q_n · λ`` (λ the
-    triangle of Λ with doubled off-diagonal), so with ``z = [1, x̃, q]`` the E-step is one
-    ``(B, 1+d+T) @ (1+d+T, K)`` product and every statistic is one ``(1+d+T, B) @ (B, K)``
-    product over the same ``z`` (T = d(d+1)/2). That is half the flops of forming ``P_kᵀx̃``
-    for every k and touches ``T`` instead of ``K·d`` numbers per row: the cheaper form while
-    d is small against K (see :func:`full_formulation`).
+    The Mahalanobis term is ``x̃ᵀΛx̃ − 2 x̃ᵀΛμ̃ + μ̃ᵀΛμ̃`` with ``x̃ᵀΛx̃ = φ(x̃) · λ`` (λ the
+    triangle of Λ with doubled off-diagonal), so the E-step is one ``(K, 1+d+T) @ (1+d+T, B)``
+    product and every statistic one ``(1+d+T, B) @ (B, K)`` product over the same ``Z``
+    (T = d(d+1)/2). That is half the flops of forming ``P_kᵀx̃`` for every k and touches
+    ``T`` instead of ``K·d`` numbers per row: the cheaper form while d is small against K
+    (see :func:`full_formulation`).
     """
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         d = n_features
         self.iu, self.ju = np.triu_indices(d)
-        self.offsets = 1 + d + np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])
-        self.cols = int(self.offsets[-1])
-        self.row_elements = self.cols + n_components
+        self.offsets = np.concatenate([[0], np.cumsum(np.arange(d, 0, -1))])
+        self.cols = 1 + d + int(self.offsets[-1])
         super().__init__(n_components, n_features, shift, dtype)
-        self.acc = np.zeros((self.cols, n_components))  # transposed layout: Z is (cols, B)
 
     def set_parameters(self, state: MixtureState) -> None:
-        d = self.d
-        prec = state.precisions  # (K, d, d)
+        d, k = self.d, self.k
         means_c = state.means - self.shift
-        lam = prec[:, self.iu, self.ju] * np.where(self.iu == self.ju, 1.0, 2.0)
-        lin = np.einsum("kij,kj->ki", prec, means_c)  # Λμ̃, (K, d)
+        doubled = np.where(self.iu == self.ju, 1.0, 2.0)
+        lam = np.empty((k, self.cols - 1 - d))
+        lin = np.empty((k, d))  # Λμ̃
+        for chunk in component_chunks(k, d):  # (·, d, d) precisions a few components at a time
+            pc = state.precisions_cholesky[chunk]
+            prec = pc @ pc.transpose(0, 2, 1)
+            lam[chunk] = prec[:, self.iu, self.ju] * doubled
+            lin[chunk] = np.einsum("kij,kj->ki", prec, means_c[chunk])
         quad = np.einsum("ki,ki->k", lin, means_c)
         log_det = log_det_cholesky(state.precisions_cholesky, "full", d)
         const = -0.5 * (d * LOG_2PI + quad) + log_det
-        self._set_w(const, lin.T, -0.5 * lam.T, _log_weights(state))
+        self._set_w(const, lin, -0.5 * lam, _log_weights(state))
 
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        """``z`` of every row laid out ``(cols, B)``: each entry's values over the block are
-        contiguous, so ``q`` is built with ``d`` broadcast products of whole rows of ``x̃ᵀ``
-        (3× faster than writing ``(B, T)`` column strips)."""
-        b, d = x.shape[0], self.d
-        if self._z is None or self._z.shape[1] < b or self._z.dtype != self.dtype:
-            self._z = np.empty((self.cols, b), dtype=self.dtype)
-            self._z[0] = 1.0
-        z = self._z[:, :b]
-        xt = z[1 : 1 + d]
-        np.subtract(x.T, self.shift[:, None], out=xt)
+    def _features(self, xt: np.ndarray, out: np.ndarray) -> None:
         off = self.offsets
-        for i in range(d):
-            np.multiply(xt[i], xt[i:], out=z[off[i] : off[i + 1]])
-        return z
+        for i in range(self.d):
+            np.multiply(xt[i], xt[i:], out=out[off[i] : off[i + 1]])
 
-    def log_prob(self, ctx: np.ndarray) -> np.ndarray:
-        logp = ctx.T @ self.w
-        if self._logw_apart is not None:
-            logp += self._logw_apart
-        return logp
-
-    def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
-        self.acc += ctx @ resp
-
-    def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d, k = self.d, self.k
-        tri = self.acc[1 + d :].T  # (K, T)
-        out = np.empty((k, d, d))
+    def _second(self, block: np.ndarray) -> np.ndarray:
+        tri = block.T  # (K, T)
+        out = np.empty((self.k, self.d, self.d))
         out[:, self.iu, self.ju] = tri
         out[:, self.ju, self.iu] = tri
-        return self.acc[0].copy(), self.acc[1 : 1 + d].T.copy(), out
+        return out
 
 
 def _syrk_upper(a_t: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -247,14 +275,11 @@ def _syrk_upper(a_t: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return acc
 
 
-class FullFactorKernel:
-    """Full covariance through the per-component Cholesky products ``y_k = x̃ P_k − μ̃_k P_k``.
+class _RowsKernel(_Accumulating):
+    """Kernels that work on the centred rows ``x̃`` (B, d) themselves (full factor form, tied)."""
 
-    Per component and block one ``(B, d) @ (d, d)`` product for the Mahalanobis term, and
-    one rank-B update ``Σ r_nk x̃ x̃ᵀ`` (``syrk``: the upper triangle only, half a GEMM) for
-    the statistic; temporaries are ``(B, d)``, never ``(B, K·d)`` or ``(B, d²)``. The cheaper
-    form when d is large (see :func:`full_formulation`).
-    """
+    _accumulators = ("nk", "sx", "acc")
+    _buffers = ("_x", "_y")
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.d, self.k = n_features, n_components
@@ -265,10 +290,34 @@ class FullFactorKernel:
         self.dtype = np.dtype(dtype)
         self.nk = np.zeros(n_components)
         self.sx = np.zeros((n_components, n_features))
+        self._x: np.ndarray | None = None
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        b = x.shape[0]
+        self._x = _rows_buffer(self._x, b, self.d, self.dtype)
+        xc = self._x[:b]
+        np.subtract(x, self.shift, out=xc)
+        return xc
+
+    def _accumulate_first(self, ctx: np.ndarray, resp: np.ndarray) -> None:
+        self.nk += resp.sum(axis=1, dtype=np.float64)
+        self.sx += resp @ ctx
+
+
+class FullFactorKernel(_RowsKernel):
+    """Full covariance through the per-component Cholesky products ``y_k = x̃ P_k − μ̃_k P_k``.
+
+    Per component and block one ``(B, d) @ (d, d)`` product for the Mahalanobis term, and
+    one rank-B update ``Σ r_nk x̃ x̃ᵀ`` (``syrk``: the upper triangle only, half a GEMM) for
+    the statistic; temporaries are ``(B, d)``, never ``(B, K·d)`` or ``(B, d²)``. The cheaper
+    form when d is large (see :func:`full_formulation`).
+    """
+
+    def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
+        super().__init__(n_components, n_features, shift, dtype)
         # acc[k].T is Fortran-ordered, what syrk updates in place; statistics() symmetrises
         # acc in place and hands it out (no second (K, d, d) array).
         self.acc = np.zeros((n_components, n_features, n_features))
-        self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
 
     def set_parameters(self, state: MixtureState) -> None:
@@ -278,37 +327,29 @@ class FullFactorKernel:
         self.p = [np.ascontiguousarray(pc[k], dtype=self.dtype) for k in range(self.k)]
         self.b = np.einsum("kd,kde->ke", means_c, pc).astype(self.dtype)
         log_det = log_det_cholesky(pc, "full", d)
-        self.const = (-0.5 * d * LOG_2PI + log_det + _log_weights(state)).astype(self.dtype)
-
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        b = x.shape[0]
-        self._x = _rows_buffer(self._x, b, self.d, self.dtype, False)
-        xc = self._x[:b]
-        np.subtract(x, self.shift, out=xc)
-        return xc
+        self.const = (-0.5 * d * LOG_2PI + log_det + _log_weights(state)).astype(self.dtype)[:, None]
 
     def log_prob(self, ctx: np.ndarray) -> np.ndarray:
         b = ctx.shape[0]
-        self._y = _rows_buffer(self._y, b, self.d, self.dtype, False)
+        self._y = _rows_buffer(self._y, b, self.d, self.dtype)
         y = self._y[:b]
-        logp = np.empty((b, self.k), dtype=self.dtype)
+        logp = np.empty((self.k, b), dtype=self.dtype)
         for k in range(self.k):
             np.matmul(ctx, self.p[k], out=y)
             y -= self.b[k]
-            np.einsum("ij,ij->i", y, y, out=logp[:, k])
+            np.einsum("ij,ij->i", y, y, out=logp[k])
         logp *= -0.5
         logp += self.const
         return logp
 
     def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
         b = ctx.shape[0]
-        self.nk += resp.sum(axis=0, dtype=np.float64)
-        self.sx += resp.T @ ctx
-        self._y = _rows_buffer(self._y, b, self.d, self.dtype, False)
+        self._accumulate_first(ctx, resp)
+        self._y = _rows_buffer(self._y, b, self.d, self.dtype)
         a = self._y[:b]
         root = np.sqrt(resp)
         for k in range(self.k):
-            np.multiply(ctx, root[:, k : k + 1], out=a)
+            np.multiply(ctx, root[k][:, None], out=a)
             target = self.acc[k].T
             updated = _syrk_upper(a.T, target)
             if updated is not target and not np.shares_memory(updated, target):
@@ -322,20 +363,12 @@ class FullFactorKernel:
         return self.nk.copy(), self.sx.copy(), self.acc  # handed out: call once per E-step
 
 
-class TiedKernel:
+class TiedKernel(_RowsKernel):
     """Tied covariance: ``y = x̃P``; ``‖y − μ̃_kP‖²`` expanded; statistic ``Σ w x̃ x̃ᵀ`` (syrk)."""
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
-        self.d, self.k = n_features, n_components
-        self.row_elements = 2 * n_features + n_components
-        # Kept in float64: blocks are centred in float64 and then rounded to ``dtype``, so
-        # the statistics are about exactly the shift they are labelled with.
-        self.shift = np.asarray(shift, dtype=np.float64)
-        self.dtype = np.dtype(dtype)
-        self.nk = np.zeros(n_components)
-        self.sx = np.zeros((n_components, n_features))
+        super().__init__(n_components, n_features, shift, dtype)
         self.acc = np.zeros((n_features, n_features), order="F")
-        self._x: np.ndarray | None = None
 
     def set_parameters(self, state: MixtureState) -> None:
         d = self.d
@@ -343,29 +376,21 @@ class TiedKernel:
         means_c = state.means - self.shift
         self.p = np.ascontiguousarray(pc, dtype=self.dtype)
         mp = means_c @ pc
-        self.mp = np.ascontiguousarray(mp.T, dtype=self.dtype)  # (d, K)
+        self.mp = np.ascontiguousarray(mp, dtype=self.dtype)  # (K, d)
         log_det = log_det_cholesky(pc, "tied", d)
         self.const = (
             -0.5 * (d * LOG_2PI + np.einsum("ij,ij->i", mp, mp)) + log_det + _log_weights(state)
-        ).astype(self.dtype)
-
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        b = x.shape[0]
-        self._x = _rows_buffer(self._x, b, self.d, self.dtype, False)
-        xc = self._x[:b]
-        np.subtract(x, self.shift, out=xc)
-        return xc
+        ).astype(self.dtype)[:, None]
 
     def log_prob(self, ctx: np.ndarray) -> np.ndarray:
         y = ctx @ self.p
-        logp = y @ self.mp
-        logp -= 0.5 * np.einsum("ij,ij->i", y, y)[:, None]
+        logp = self.mp @ y.T
+        logp -= 0.5 * np.einsum("ij,ij->i", y, y)
         logp += self.const
         return logp
 
     def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
-        self.nk += resp.sum(axis=0, dtype=np.float64)
-        self.sx += resp.T @ ctx
+        self._accumulate_first(ctx, resp)
         a = ctx if weights is None else ctx * np.sqrt(weights)[:, None]
         self.acc = _syrk_upper(a.T, self.acc)
 
@@ -373,12 +398,49 @@ class TiedKernel:
         return self.nk.copy(), self.sx.copy(), np.triu(self.acc) + np.triu(self.acc, 1).T
 
 
+#: ... and its ``W`` and statistic accumulator (each K·d(d+1)/2 numbers, besides the
+#: (K, d, d) parameters) stay below this many bytes: beyond, they would push the fit's peak
+#: memory above scikit-learn's (measured: d=128 K=128, 90 MiB against 51 MiB).
+OUTER_PRODUCT_MAX_BYTES = 1 << 23
+#: Full factor form with (K, d, d) statistics above this many bytes: one accumulator and a
+#: multi-threaded BLAS on the (large) per-component products instead of one accumulator per
+#: thread (which would put peak memory above scikit-learn's; d=512 K=16: 133 vs 102 MiB).
+SHARED_ACCUMULATOR_BYTES = 1 << 24
+
+
 def full_formulation(n_components: int, n_features: int) -> str:
     """``"outer"`` or ``"factor"``: the cheaper full-covariance formulation for this shape."""
-    d = n_features
-    if d <= OUTER_PRODUCT_MAX_FEATURES and d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * (n_components + 1) * d:
+    d, k = n_features, n_components
+    if (
+        d <= OUTER_PRODUCT_MAX_FEATURES
+        and d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_RATIO * (k + 1) * d
+        and 8 * k * d * (d + 1) / 2 <= OUTER_PRODUCT_MAX_BYTES
+    ):
         return "outer"
     return "factor"
+
+
+def blas_threaded(covariance_type: str, n_components: int, n_features: int) -> bool:
+    """Whether the E-step runs in one thread over a multi-threaded BLAS (large full factor
+    statistics, see :data:`SHARED_ACCUMULATOR_BYTES`) instead of row chunks in threads."""
+    k, d = n_components, n_features
+    return (
+        covariance_type == "full"
+        and full_formulation(k, d) == "factor"
+        and 8 * k * d * d > SHARED_ACCUMULATOR_BYTES
+    )
+
+
+def row_flops(covariance_type: str, n_components: int, n_features: int) -> float:
+    """Floating-point operations per row of one E-step (its matrix products), to size threads."""
+    k, d = n_components, n_features
+    if covariance_type == "full":
+        if full_formulation(k, d) == "outer":
+            return 4.0 * (1 + d + d * (d + 1) // 2) * k  # Wᵀ Z and Z Rᵀ
+        return k * (3.0 * d * d + 4.0 * d)  # x̃P_k, syrk, sx
+    if covariance_type == "tied":
+        return 3.0 * d * d + 4.0 * d * k  # x̃P, syrk, (μP)·y, r·x̃
+    return 4.0 * (1 + 2 * d if covariance_type == "diag" else 2 + d) * k
 
 
 def row_elements(covariance_type: str, n_components: int, n_features: int) -> int:

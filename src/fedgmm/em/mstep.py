@@ -12,7 +12,7 @@ from fedgmm.mixture import ILL_DEFINED_MESSAGE, MixtureState
 NK_EPS = 10.0 * np.finfo(np.float64).eps
 
 
-def m_step(stats: SufficientStatistics, reg_covar: float) -> MixtureState:
+def m_step(stats: SufficientStatistics, reg_covar: float, *, overwrite: bool = False) -> MixtureState:
     """Maximise the expected complete-data log-likelihood given statistics.
 
     Parameters
@@ -21,6 +21,10 @@ def m_step(stats: SufficientStatistics, reg_covar: float) -> MixtureState:
         Statistics summed over all data (or all clients).
     reg_covar : float
         Non-negative value added to the diagonal of every covariance.
+    overwrite : bool, default=False
+        Let the full-covariance M-step turn ``stats.sxx`` into the covariances in place
+        (and the state keep it): for the fit loop, whose statistics are used once, so
+        that an iteration allocates one ``(K, d, d)`` array instead of several.
 
     Returns
     -------
@@ -41,13 +45,17 @@ def m_step(stats: SufficientStatistics, reg_covar: float) -> MixtureState:
     d = stats.n_features
     ctype = stats.covariance_type
     if ctype == "full":
-        # Component by component: temporaries of (d, d), not (K, d, d) (memory at large d).
-        cov = stats.sxx / nk[:, None, None]
+        # In place, component by component: temporaries of (d, d), not (K, d, d) (memory at large d).
+        sxx = stats.sxx
+        owned = overwrite and sxx.dtype == np.float64 and sxx.flags.c_contiguous and sxx.flags.writeable
+        cov = sxx if owned else np.array(sxx, dtype=np.float64)
+        cov /= nk[:, None, None]
         for k in range(cov.shape[0]):
             cov[k] -= np.outer(mu[k], mu[k])
             if not np.array_equal(cov[k], cov[k].T):  # statistics from elsewhere may be asymmetric
-                cov[k] = 0.5 * (cov[k] + cov[k].T)
-        cov[:, np.arange(d), np.arange(d)] += reg_covar
+                cov[k] += cov[k].T.copy()
+                cov[k] *= 0.5
+        cov.reshape(cov.shape[0], -1)[:, :: d + 1] += reg_covar
     elif ctype == "tied":
         cov = (stats.sxx - (nk[:, None] * mu).T @ mu) / nk.sum()
         cov = 0.5 * (cov + cov.T)
@@ -60,7 +68,7 @@ def m_step(stats: SufficientStatistics, reg_covar: float) -> MixtureState:
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     weights = nk / nk.sum()
     try:
-        return MixtureState.from_covariances(weights, mu + stats.shift, cov, ctype)
+        return MixtureState.from_covariances(weights, mu + stats.shift, cov, ctype, owned=True)
     except DegenerateCovarianceError:
         raise
     except ValueError as exc:  # e.g. a negative variance from round-off

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
-from fedgmm.em.kernels import BlockKernel, make_kernel, min_block_rows
+from fedgmm.em.kernels import BlockKernel, blas_threaded, make_kernel, min_block_rows
 from fedgmm.em.kernels import row_elements as kernel_row_elements
+from fedgmm.em.kernels import row_flops as kernel_row_flops
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
 from fedgmm.types import CovarianceType
 
@@ -120,9 +123,6 @@ class SufficientStatistics:
         )
 
 
-#: A thread gets at least this many blocks, else the E-step stays in one thread.
-MIN_BLOCKS_PER_THREAD = 4
-
 _NUM_THREADS: int | None = None
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
 
@@ -149,6 +149,48 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     if threads not in _EXECUTORS:
         _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fedgmm-estep")
     return _EXECUTORS[threads]
+
+
+#: Fewest matrix-product flops a thread is given (~1 ms of one core): below it the
+#: dispatch costs more than it saves.
+MIN_FLOPS_PER_THREAD = 2e7
+
+_BLAS: ThreadpoolController | None = None
+
+
+def _blas_limits(covariance_type: str, n_components: int, n_features: int) -> Any:
+    """:func:`_single_threaded_blas`, or no limit where :func:`blas_threaded` says so (then
+    BLAS keeps the threads :func:`get_num_threads` allows)."""
+    if blas_threaded(covariance_type, n_components, n_features):
+        if _NUM_THREADS is None:
+            return contextlib.nullcontext()
+        return _controller().limit(limits=_NUM_THREADS, user_api="blas")
+    return _single_threaded_blas()
+
+
+def _controller() -> ThreadpoolController:
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS
+
+
+def _single_threaded_blas() -> Any:
+    """Context limiting BLAS to one thread: the blocked products are cache-sized, and a
+    multi-threaded BLAS on them (or under our own threads) only spins, worst on a loaded
+    machine (measured: 20× the CPU time of the single-threaded E-step)."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
+def _thread_bounds(n: int, covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
+    """Row bounds of the E-step's threads: as many as the CPUs allow, each with at least
+    :data:`MIN_FLOPS_PER_THREAD` of matrix-product work (so large-d shapes split even a
+    few hundred rows, and cheap ones keep thousands per thread)."""
+    if blas_threaded(covariance_type, n_components, n_features):
+        return np.array([0, n])
+    flops = kernel_row_flops(covariance_type, n_components, n_features)
+    threads = max(1, min(get_num_threads(), int(n * flops // MIN_FLOPS_PER_THREAD)))
+    return np.linspace(0, n, threads + 1).astype(int)
 
 
 def block_size_for(row_elements: int, block_size: int | None = None, min_rows: int = MIN_BLOCK_ROWS) -> int:
@@ -181,42 +223,68 @@ def _compute_dtype(X: np.ndarray, dtype: np.dtype | type | None) -> np.dtype:
     return cdtype
 
 
-#: Log-responsibility floor per compute dtype. Without it, ``exp(logp − max)`` of a
-#: far-away component is subnormal (float32 below e^−87.3, float64 below e^−708) and so
-#: are its products with the data in the statistic GEMMs (``r·x̃``, ``r·q``); subnormal
-#: arithmetic is ~100× slower on x86 and made the float32 E-step 4× slower than
-#: float64. Flooring at e^−50 ≈ 2e−22 (float32) / e^−500 (float64) keeps every
-#: responsibility and its products with O(1) centred data in the normal range. It
-#: raises each responsibility by at most ``exp(floor)``, far below the dtype's precision.
-_LOG_FLOOR = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -500.0}
+#: Log-responsibility cut per compute dtype: an entry more than this below its row's
+#: maximum gets responsibility 0 instead of ``exp(·)``. Its true value, below e^−45 ≈ 3e−20
+#: (float64) or e^−25 ≈ 1e−11 (float32) of the row's largest, is under half an ulp of the
+#: row total even summed over 128 components, so ``log p(x)`` is unchanged to the dtype's
+#: precision. Two reasons: far-away components would otherwise give subnormal numbers
+#: (``exp`` below e^−708 in float64, e^−87 in float32), whose arithmetic is ~100× slower
+#: on x86 (it made float32 4× slower than float64); and the exponential, scalar in
+#: float64 on CPUs without AVX-512 (~9 ns an entry), is then only evaluated on the
+#: entries that matter: after a few iterations of a well-separated fit that is 1 in K.
+_LOG_CUT = {np.dtype(np.float32): -25.0, np.dtype(np.float64): -45.0}
+#: Above this fraction of entries over the cut, the exponential runs on the whole block.
+_DENSE_FRACTION = 0.4
+
+
+def _exp_above_cut(logp: np.ndarray) -> None:
+    """``logp ← exp(logp)`` in place where ``logp`` > the cut, 0 elsewhere (``logp`` ≤ 0)."""
+    cut = _LOG_CUT.get(logp.dtype, -45.0)
+    mask = logp > cut
+    keep = np.count_nonzero(mask)
+    if keep > _DENSE_FRACTION * logp.size:
+        np.maximum(logp, cut, out=logp)
+        np.exp(logp, out=logp)
+        np.multiply(logp, mask, out=logp)
+        return
+    flat = logp.reshape(-1)  # a view: logp is a fresh, contiguous block
+    idx = np.flatnonzero(mask)
+    values = np.exp(flat[idx])
+    flat.fill(0.0)
+    flat[idx] = values
 
 
 def _normalise(logp: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Turn ``logp`` (B, K) into responsibilities in place; return ``log p(x_n)`` (B,).
+    """Turn ``logp`` (K, B) into responsibilities in place; return ``log p(x_n)`` (B,).
 
     Log-sum-exp by the row maximum: rows whose every component has ``-inf`` weight are
     impossible and come out as ``-inf`` with zero responsibilities, never NaN. With
     ``weights`` (B,), each row's responsibilities are multiplied by its weight (in the
-    same pass as the normalisation).
+    same pass as the normalisation). The reductions run over the first axis: K
+    contiguous rows, not B short strided ones.
     """
-    mx = logp.max(axis=1, keepdims=True)
+    mx = logp.max(axis=0)
     finite = np.isfinite(mx)
-    mx[~finite] = 0.0
+    all_finite = bool(finite.all())
+    if not all_finite:
+        mx[~finite] = 0.0
     logp -= mx
-    np.maximum(logp, _LOG_FLOOR.get(logp.dtype, -500.0), out=logp)
-    np.exp(logp, out=logp)
-    total = logp.sum(axis=1, keepdims=True)
-    lse = np.log(total) + mx
+    _exp_above_cut(logp)
+    total = logp.sum(axis=0)
+    if not all_finite:
+        total[~finite] = 1.0
+    lse = np.log(total)
+    lse += mx
     if weights is None:
         np.reciprocal(total, out=total)
     else:
-        np.divide(weights[:, None], total, out=total)
+        np.divide(weights, total, out=total)
     logp *= total
-    if not finite.all():
-        rows = ~finite[:, 0]
+    if not all_finite:
+        rows = ~finite
         lse[rows] = -np.inf
-        logp[rows] = 0.0
-    return lse[:, 0]
+        logp[:, rows] = 0.0
+    return lse
 
 
 def statistics_from_responsibilities(
@@ -250,11 +318,11 @@ def statistics_from_responsibilities(
     # well below reg_covar (float32 products leave ~1e-7·‖x̃‖², not positive definite).
     kernel = make_kernel(covariance_type, k, d, shift=ref, dtype=np.float64)
     for rows in iter_blocks(n, _kernel_block(covariance_type, k, d, block_size)):
-        r = resp[rows].astype(np.float64, copy=False)
+        r = resp[rows].astype(np.float64, copy=False).T
         w = None
         if sample_weight is not None:
             w = np.asarray(sample_weight[rows], dtype=np.float64)
-            r = r * w[:, None]
+            r = r * w
         kernel.accumulate(kernel.prepare(X[rows]), r, w)
     nk, sx, sxx = kernel.statistics()
     return SufficientStatistics(nk, sx, sxx, n, 0.0, ref, covariance_type)
@@ -315,33 +383,46 @@ def e_step(
         if sample_weight.shape != (n,):
             raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
-    threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
-    if threads <= 1:
-        parts = [_e_step_rows(X, 0, n, state, ref, cdtype, block, sample_weight)]
-    else:
-        # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL) and
-        # their sums are added in chunk order: the result does not depend on timing.
-        bounds = np.linspace(0, n, threads + 1).astype(int)
-        with threadpool_limits(limits=1, user_api="blas"):
+    bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    kernels = _thread_kernels(_scoring_kernel(state, ref, cdtype), len(bounds) - 1)
+    with _blas_limits(state.covariance_type, state.n_components, d):
+        if len(kernels) == 1:
+            parts = [_e_step_rows(X, 0, n, kernels[0], cdtype, block, sample_weight)]
+        else:
+            # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL),
+            # each on its own fork of one kernel (the parameters exist once), and their
+            # accumulators are added in chunk order: the result does not depend on timing.
             futures = [
-                _executor(threads).submit(_e_step_rows, X, lo, hi, state, ref, cdtype, block, sample_weight)
-                for lo, hi in itertools.pairwise(bounds)
+                _executor(len(kernels)).submit(_e_step_rows, X, lo, hi, kern, cdtype, block, sample_weight)
+                for (lo, hi), kern in zip(itertools.pairwise(bounds), kernels, strict=True)
             ]
             parts = [f.result() for f in futures]
-    return sum(parts[1:], parts[0])
+    del kernels
+    kernel, total = parts[0]
+    for other, other_total in parts[1:]:
+        kernel.absorb(other)
+        total += other_total
+    del parts
+    nk, sx, sxx = kernel.statistics()
+    return SufficientStatistics(nk, sx, sxx, n, total, ref, state.covariance_type)
+
+
+def _thread_kernels(kernel: BlockKernel, threads: int) -> list[BlockKernel]:
+    """``kernel`` and ``threads − 1`` forks of it (shared parameters, own accumulators)."""
+    return [kernel] + [kernel.fork() for _ in range(threads - 1)]
 
 
 def _e_step_rows(
-    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int,
+    X: np.ndarray, lo: int, hi: int, kernel: BlockKernel, cdtype: np.dtype, block: int,
     sample_weight: np.ndarray | None = None,
-) -> SufficientStatistics:
-    """E-step statistics of rows ``lo:hi``, block by block (one thread's share)."""
-    kernel = _scoring_kernel(state, shift, cdtype)
+) -> tuple[BlockKernel, float]:
+    """One thread's share: rows ``lo:hi`` block by block into ``kernel``'s accumulators;
+    returns the kernel and ``Σ w log p`` of the rows."""
     total = 0.0
     for rows in iter_blocks(hi - lo, block):
         part = slice(lo + rows.start, lo + rows.stop)
         ctx = kernel.prepare(X[part])
-        resp = kernel.log_prob(ctx)
+        resp = kernel.log_prob(ctx)  # (K, B)
         w = None
         if sample_weight is None:
             lse = _normalise(resp)
@@ -353,16 +434,14 @@ def _e_step_rows(
             # 0 · (−inf) must count as a dropped row, not NaN.
             total += float(np.dot(w64[w64 > 0], lse[w64 > 0]))
         kernel.accumulate(ctx, resp, w)
-    nk, sx, sxx = kernel.statistics()
-    return SufficientStatistics(nk, sx, sxx, hi - lo, total, shift, state.covariance_type)
+    return kernel, total
 
 
 def _score_rows(
-    X: np.ndarray, lo: int, hi: int, state: MixtureState, shift: np.ndarray, cdtype: np.dtype, block: int,
+    X: np.ndarray, lo: int, hi: int, kernel: BlockKernel, block: int,
     log_resp: np.ndarray | None, log_norm: np.ndarray,
 ) -> None:
     """Fill ``log_norm[lo:hi]`` (and ``log_resp[lo:hi]`` if given), block by block."""
-    kernel = _scoring_kernel(state, shift, cdtype)
     for rows in iter_blocks(hi - lo, block):
         out = slice(lo + rows.start, lo + rows.stop)
         logp = kernel.log_prob(kernel.prepare(X[out]))
@@ -370,8 +449,8 @@ def _score_rows(
             log_norm[out] = _normalise(logp)
             continue
         lse = _normalise(logp.copy())
-        with np.errstate(divide="ignore"):
-            log_resp[out] = logp - np.where(np.isfinite(lse), lse, 0.0)[:, None]
+        logp -= np.where(np.isfinite(lse), lse, 0.0).astype(logp.dtype)
+        log_resp[out] = logp.T
         log_norm[out] = lse
 
 
@@ -390,15 +469,15 @@ def _score(
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
     log_resp = np.empty((n, state.n_components), dtype=np.float64) if with_resp else None
     log_norm = np.empty(n, dtype=np.float64)
-    threads = min(get_num_threads(), n // (MIN_BLOCKS_PER_THREAD * block))
-    if threads <= 1:
-        _score_rows(X, 0, n, state, shift, cdtype, block, log_resp, log_norm)
-    else:
-        bounds = np.linspace(0, n, threads + 1).astype(int)
-        with threadpool_limits(limits=1, user_api="blas"):
+    bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    kernels = _thread_kernels(_scoring_kernel(state, shift, cdtype), len(bounds) - 1)
+    with _blas_limits(state.covariance_type, state.n_components, d):
+        if len(kernels) == 1:
+            _score_rows(X, 0, n, kernels[0], block, log_resp, log_norm)
+        else:
             futures = [
-                _executor(threads).submit(_score_rows, X, lo, hi, state, shift, cdtype, block, log_resp, log_norm)
-                for lo, hi in itertools.pairwise(bounds)
+                _executor(len(kernels)).submit(_score_rows, X, lo, hi, kern, block, log_resp, log_norm)
+                for (lo, hi), kern in zip(itertools.pairwise(bounds), kernels, strict=True)
             ]
             for f in futures:
                 f.result()
