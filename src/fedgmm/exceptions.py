@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sklearn.exceptions import ConvergenceWarning
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedgmm._convergence import EmptyComponentWarning as EmptyComponentWarning
 
 
 class FedGMMError(Exception):
@@ -29,8 +32,11 @@ class FederationError(FedGMMError, RuntimeError):
     """Too few clients answered (or were usable) for a federated step to go on."""
 
 
-class EmptyComponentWarning(ConvergenceWarning):
-    """A fitted mixture has components holding (almost) no weight: fewer components would do.
+def __getattr__(name: str) -> Any:
+    # EmptyComponentWarning subclasses scikit-learn's ConvergenceWarning; it is loaded on first
+    # use so that importing fedgmm.exceptions (and fedgmm.datasets) does not import scikit-learn.
+    if name == "EmptyComponentWarning":
+        from fedgmm._convergence import EmptyComponentWarning
 
-    A subclass of scikit-learn's ``ConvergenceWarning``, so filters on that catch it too.
-    """
+        return EmptyComponentWarning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

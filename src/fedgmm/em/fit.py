@@ -10,11 +10,11 @@ from time import perf_counter
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from fedgmm._convergence import EmptyComponentWarning
 from fedgmm._random import SeedLike, as_random_state
 from fedgmm.em.init import initial_state
 from fedgmm.em.mstep import m_step
 from fedgmm.em.stats import block_size_for, e_step, iter_blocks
-from fedgmm.exceptions import EmptyComponentWarning
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
 
