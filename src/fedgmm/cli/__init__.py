@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedgmm.cli.errors import err_console, guarded
+from fedgmm.cli.files import csv_header as _csv_header
+from fedgmm.cli.files import label_index as _label_index
 
 app = typer.Typer(
     help="Federated Gaussian mixture models: FedGenGMM, federated EM, studies and a Flower app.",
@@ -215,44 +217,10 @@ def datasets() -> None:
     console.print(table)
 
 
-def _label_index(label_column: str | None) -> int | str | None:
-    if label_column is not None and label_column.lstrip("-").isdigit():
-        return int(label_column)
-    return label_column
-
-
 def _read_client_file(path: Path, label_column: str | None) -> Any:
     from fedgmm.datasets import load_file
 
     return load_file(path, label_column=_label_index(label_column)).X
-
-
-def _csv_header(path: Path, label_column: str | None) -> list[str] | None:
-    """The feature names of a CSV file's header (the label column left out); None without a header."""
-    if path.suffix.lower() != ".csv":
-        return None
-    with path.open(newline="", encoding="utf-8-sig") as stream:
-        for row in csv.reader(stream):
-            fields = [f.strip() for f in row]
-            if not any(fields):
-                continue
-            if any(_is_number(f) for f in fields):
-                return None
-            label = _label_index(label_column)
-            if isinstance(label, int):
-                del fields[label]
-            elif label is not None and label in fields:
-                fields.remove(label)
-            return fields
-    return None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _column_difference(expected: list[str], got: list[str]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -14,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedgmm.cli.errors import err_console, guarded
+from fedgmm.cli.files import csv_header as _csv_header
+from fedgmm.cli.files import label_index as _label_index
 
 console = Console()
 
@@ -23,16 +24,10 @@ AUDIT_METHODS = ("fedgengmm", "fedem", "hybrid")
 PREPROCESS = ("none", "standardize", "pca")
 
 
-# fedgmm.cli imports this module to register the command, so the file helpers this module
-# needs are its own small copies, not imports of fedgmm.cli (no import cycle).
+# fedgmm.cli imports this module to register the command: shared file helpers live in
+# fedgmm.cli.files, not in fedgmm.cli (no import cycle).
 def _phase(message: str) -> None:
     err_console.print(f"[dim]·[/] {message}")
-
-
-def _label_index(label_column: str | None) -> int | str | None:
-    if label_column is not None and label_column.lstrip("-").isdigit():
-        return int(label_column)
-    return label_column
 
 
 def _read_file(path: Path, label_column: str | None) -> np.ndarray:
@@ -41,37 +36,9 @@ def _read_file(path: Path, label_column: str | None) -> np.ndarray:
     return np.asarray(load_file(path, label_column=_label_index(label_column)).X, dtype=np.float64)
 
 
-def _header(path: Path, label_column: str | None) -> list[str] | None:
-    """A CSV file's feature names (label column left out); None without a header or for .npy."""
-    if path.suffix.lower() != ".csv":
-        return None
-    with path.open(newline="", encoding="utf-8-sig") as stream:
-        for row in csv.reader(stream):
-            fields = [f.strip() for f in row]
-            if not any(fields):
-                continue
-            if any(_is_number(f) for f in fields):
-                return None
-            label = _label_index(label_column)
-            if isinstance(label, int):
-                del fields[label]
-            elif label is not None and label in fields:
-                fields.remove(label)
-            return fields
-    return None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _shared_header(files: list[Path], label_column: str | None) -> list[str] | None:
     """The client files' common header (None unless every file has the same one)."""
-    headers = [_header(f, label_column) for f in files]
+    headers = [_csv_header(f, label_column) for f in files]
     for f, h in zip(files[1:], headers[1:], strict=True):
         if h != headers[0]:
             raise ValueError(f"{f}: its columns differ from {files[0]}'s; every client file must have the same columns.")
@@ -165,7 +132,7 @@ def _check_files(paths: list[Path], option: str) -> None:
 
 def _read_rows(path: Path, label_column: str | None, names: list[str] | None, transform: Any, d: int) -> np.ndarray:
     """A data file's rows in the model's coordinates (columns checked against the model's names)."""
-    header = _header(path, label_column)
+    header = _csv_header(path, label_column)
     if names is not None and header is not None and header != names:
         raise ValueError(f"{path}: its columns {header} do not match the model's features {names}.")
     X = _read_file(path, label_column)
