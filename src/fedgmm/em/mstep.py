@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedgmm.em.stats import SufficientStatistics
+from fedgmm.em.stats import SufficientStatistics, linear_algebra_threads
 from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.mixture import ILL_DEFINED_MESSAGE, MixtureState
 
@@ -68,7 +68,8 @@ def m_step(stats: SufficientStatistics, reg_covar: float, *, overwrite: bool = F
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     weights = nk / nk.sum()
     try:
-        return MixtureState.from_covariances(weights, mu + stats.shift, cov, ctype, owned=True)
+        with linear_algebra_threads(d):
+            return MixtureState.from_covariances(weights, mu + stats.shift, cov, ctype, owned=True)
     except DegenerateCovarianceError:
         raise
     except ValueError as exc:  # e.g. a negative variance from round-off
