@@ -96,7 +96,7 @@ def precision_cholesky_from_covariances(
     return 1.0 / np.sqrt(covariances)
 
 
-def component_chunks(n_components: int, n_features: int, max_elements: int = 1 << 20) -> list[slice]:
+def component_chunks(n_components: int, n_features: int, max_elements: int = 1 << 18) -> list[slice]:
     """Slices of components whose ``(·, d, d)`` stacks hold at most ``max_elements`` numbers
     (at least one component each): batched linear algebra with bounded temporaries."""
     step = max(1, max_elements // max(1, n_features * n_features))
@@ -111,12 +111,17 @@ def _precision_cholesky_stack(stack: np.ndarray) -> np.ndarray:
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE) from exc
     if np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0.0):
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
-    if stack.shape[-1] >= 64:  # large d: a triangular solve is d³/3 flops, inv (LU) is 2d³
-        eye = np.eye(stack.shape[-1])
-        inv = np.stack([linalg.solve_triangular(c, eye, lower=True) for c in chol])
+    d = stack.shape[-1]
+    if d >= 64:
+        # Large d: a triangular solve is d³/3 flops (inv by LU is 2d³), written over ``chol``
+        # itself (no second stack), and forward substitution on Lx = e_j leaves exact zeros
+        # above the diagonal, so no tril copy either.
+        eye = np.eye(d)
+        for c in chol:
+            c[...] = linalg.solve_triangular(c, eye, lower=True, check_finite=False)
+        out = chol.transpose(0, 2, 1)
     else:
-        inv = np.linalg.inv(chol)
-    out = np.tril(inv).transpose(0, 2, 1)
+        out = np.tril(np.linalg.inv(chol)).transpose(0, 2, 1)
     if not np.all(np.isfinite(out)):
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     return out

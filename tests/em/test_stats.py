@@ -207,3 +207,31 @@ def test_statistics_from_responsibilities_matches_e_step_resp() -> None:
     b = e_step(X, state)
     np.testing.assert_allclose(a.sxx, b.sxx, rtol=1e-10)
     np.testing.assert_allclose(a.nk, b.nk, rtol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_shared_accumulator_e_step_equals_one_thread(monkeypatch: pytest.MonkeyPatch, k: int, weighted: bool) -> None:
+    """Large full factor statistics: the threads split each block's components over one
+    accumulator (K = 1: a multi-threaded BLAS); the result is the single-thread E-step's."""
+    from fedgmm.em import kernels
+    from fedgmm.em import stats as em_stats
+
+    rng = np.random.default_rng(5)
+    d = 80
+    state = random_state(rng, k, d, "full")
+    X = rng.normal(scale=2.0, size=(500, d))
+    w = rng.uniform(0.0, 2.0, size=500) if weighted else None
+    em_stats.set_num_threads(1)
+    try:
+        alone = e_step(X, state, block_size=64, shift=X.mean(0), sample_weight=w)
+        monkeypatch.setattr(kernels, "SHARED_ACCUMULATOR_BYTES", 0)
+        monkeypatch.setattr(em_stats, "MIN_FLOPS_PER_THREAD", 1.0)
+        em_stats.set_num_threads(2)
+        assert em_stats._component_threads("full", k, d, 500) == min(2, k)
+        split = e_step(X, state, block_size=64, shift=X.mean(0), sample_weight=w)
+    finally:
+        em_stats.set_num_threads(None)
+    assert split.log_likelihood == pytest.approx(alone.log_likelihood, rel=1e-13)
+    for a, b in ((split.nk, alone.nk), (split.sx, alone.sx), (split.sxx, alone.sxx)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-10)

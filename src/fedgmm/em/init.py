@@ -231,7 +231,7 @@ def _initial_arrays(
         arr = np.asarray(value)
         if arr.dtype.kind not in "fiu":
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
-        arr = arr.astype(np.float64)
+        arr = arr.astype(np.float64, copy=False)  # read, never written: no (K, d, d) copy
         if arr.shape != expected[name]:
             raise ValueError(
                 f"The parameter '{name}' should have the shape of {expected[name]} "
@@ -311,9 +311,9 @@ def initial_state(
         random_from_data weights unnormalised, which only shifts the first log-likelihood).
     """
     d = X.shape[1]
-    weights, means, _, covariances = _initial_arrays(
-        n_components, d, covariance_type, weights_init, means_init, precisions_init
-    )
+    arrays = _initial_arrays(n_components, d, covariance_type, weights_init, means_init, precisions_init)
+    weights, means, covariances = arrays[0], arrays[1], arrays[3]
+    del arrays  # the precisions are not needed past here: one (K, d, d) array less at large d
     if weights is None or means is None or covariances is None:
         stats = initial_statistics(
             X, n_components, covariance_type, init_params, random_state, shift=shift, block_size=block_size,

@@ -299,7 +299,8 @@ class _RowsKernel(_Accumulating):
         np.subtract(x, self.shift, out=xc)
         return xc
 
-    def _accumulate_first(self, ctx: np.ndarray, resp: np.ndarray) -> None:
+    def accumulate_first(self, ctx: np.ndarray, resp: np.ndarray) -> None:
+        """Add the block's ``N_k`` and ``Σ r x̃`` (``resp`` (K, B) carries the row weights)."""
         self.nk += resp.sum(axis=1, dtype=np.float64)
         self.sx += resp @ ctx
 
@@ -332,24 +333,32 @@ class FullFactorKernel(_RowsKernel):
     def log_prob(self, ctx: np.ndarray) -> np.ndarray:
         b = ctx.shape[0]
         self._y = _rows_buffer(self._y, b, self.d, self.dtype)
-        y = self._y[:b]
         logp = np.empty((self.k, b), dtype=self.dtype)
-        for k in range(self.k):
+        self.log_prob_into(ctx, logp, range(self.k), self._y[:b])
+        return logp
+
+    def log_prob_into(self, ctx: np.ndarray, logp: np.ndarray, components: range, y: np.ndarray) -> None:
+        """Rows ``components`` of the ``(K, B)`` log-densities, written into ``logp``; ``y``
+        is a ``(B, d)`` scratch buffer (one per thread when components are split)."""
+        for k in components:
             np.matmul(ctx, self.p[k], out=y)
             y -= self.b[k]
             np.einsum("ij,ij->i", y, y, out=logp[k])
-        logp *= -0.5
-        logp += self.const
-        return logp
+            logp[k] *= -0.5
+            logp[k] += self.const[k]
 
     def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
         b = ctx.shape[0]
-        self._accumulate_first(ctx, resp)
+        self.accumulate_first(ctx, resp)
         self._y = _rows_buffer(self._y, b, self.d, self.dtype)
-        a = self._y[:b]
-        root = np.sqrt(resp)
-        for k in range(self.k):
-            np.multiply(ctx, root[k][:, None], out=a)
+        self.accumulate_second(ctx, resp, range(self.k), self._y[:b])
+
+    def accumulate_second(self, ctx: np.ndarray, resp: np.ndarray, components: range, a: np.ndarray) -> None:
+        """Add ``Σ r_nk x̃ x̃ᵀ`` of ``components`` into their accumulators; ``a`` is a ``(B, d)``
+        scratch buffer. Each component's accumulator is touched by one caller only, so
+        threads given disjoint component ranges share one ``(K, d, d)`` accumulator."""
+        for k in components:
+            np.multiply(ctx, np.sqrt(resp[k])[:, None], out=a)
             target = self.acc[k].T
             updated = _syrk_upper(a.T, target)
             if updated is not target and not np.shares_memory(updated, target):
@@ -390,7 +399,7 @@ class TiedKernel(_RowsKernel):
         return logp
 
     def accumulate(self, ctx: np.ndarray, resp: np.ndarray, weights: np.ndarray | None = None) -> None:
-        self._accumulate_first(ctx, resp)
+        self.accumulate_first(ctx, resp)
         a = ctx if weights is None else ctx * np.sqrt(weights)[:, None]
         self.acc = _syrk_upper(a.T, self.acc)
 
@@ -402,10 +411,10 @@ class TiedKernel(_RowsKernel):
 #: (K, d, d) parameters) stay below this many bytes: beyond, they would push the fit's peak
 #: memory above scikit-learn's (measured: d=128 K=128, 90 MiB against 51 MiB).
 OUTER_PRODUCT_MAX_BYTES = 1 << 23
-#: Full factor form with (K, d, d) statistics above this many bytes: one accumulator and a
-#: multi-threaded BLAS on the (large) per-component products instead of one accumulator per
-#: thread (which would put peak memory above scikit-learn's; d=512 K=16: 133 vs 102 MiB).
-SHARED_ACCUMULATOR_BYTES = 1 << 24
+#: Full factor form with (K, d, d) statistics above this many bytes: one accumulator whose
+#: components the threads split, instead of one accumulator per thread (which would put
+#: peak memory above scikit-learn's; d=512 K=16: 133 vs 102 MiB; d=128 K=128: 67 vs 51).
+SHARED_ACCUMULATOR_BYTES = 1 << 22
 
 
 def full_formulation(n_components: int, n_features: int) -> str:
@@ -420,9 +429,12 @@ def full_formulation(n_components: int, n_features: int) -> str:
     return "factor"
 
 
-def blas_threaded(covariance_type: str, n_components: int, n_features: int) -> bool:
-    """Whether the E-step runs in one thread over a multi-threaded BLAS (large full factor
-    statistics, see :data:`SHARED_ACCUMULATOR_BYTES`) instead of row chunks in threads."""
+def shared_accumulator(covariance_type: str, n_components: int, n_features: int) -> bool:
+    """Whether the E-step keeps one ``(K, d, d)`` accumulator (large full factor statistics,
+    see :data:`SHARED_ACCUMULATOR_BYTES`) instead of one per row chunk in threads: its
+    threads then split the components of every block (:class:`FullFactorKernel`'s
+    ``log_prob_into`` / ``accumulate_second``), or, for one component, share a
+    multi-threaded BLAS."""
     k, d = n_components, n_features
     return (
         covariance_type == "full"

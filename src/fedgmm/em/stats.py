@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from fedgmm.em.kernels import BlockKernel, blas_threaded, make_kernel, min_block_rows
+from fedgmm.em.kernels import (
+    BlockKernel,
+    FullFactorKernel,
+    make_kernel,
+    min_block_rows,
+    shared_accumulator,
+)
 from fedgmm.em.kernels import row_elements as kernel_row_elements
 from fedgmm.em.kernels import row_flops as kernel_row_flops
 from fedgmm.mixture import MixtureState, check_covariance_type, covariance_shape
@@ -157,10 +163,19 @@ MIN_FLOPS_PER_THREAD = 2e7
 _BLAS: ThreadpoolController | None = None
 
 
+def _component_threads(covariance_type: str, n_components: int, n_features: int, n_rows: int) -> int:
+    """Threads that split each block's components (one shared accumulator, see
+    :func:`~fedgmm.em.kernels.shared_accumulator`); 0 when the E-step splits rows instead."""
+    if not shared_accumulator(covariance_type, n_components, n_features):
+        return 0
+    flops = n_rows * kernel_row_flops(covariance_type, n_components, n_features)
+    return max(1, min(get_num_threads(), n_components, int(flops // MIN_FLOPS_PER_THREAD)))
+
+
 def _blas_limits(covariance_type: str, n_components: int, n_features: int) -> Any:
-    """:func:`_single_threaded_blas`, or no limit where :func:`blas_threaded` says so (then
-    BLAS keeps the threads :func:`get_num_threads` allows)."""
-    if blas_threaded(covariance_type, n_components, n_features):
+    """:func:`_single_threaded_blas`, except for one component with a shared accumulator
+    (nothing to split between threads): then BLAS gets the threads allowed."""
+    if n_components == 1 and shared_accumulator(covariance_type, n_components, n_features):
         # Explicit, not "no limit": the E-step may run inside :func:`linear_algebra_threads`.
         return _controller().limit(limits=get_num_threads(), user_api="blas")
     return _single_threaded_blas()
@@ -200,8 +215,9 @@ def _single_threaded_blas() -> Any:
 def _thread_bounds(n: int, covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
     """Row bounds of the E-step's threads: as many as the CPUs allow, each with at least
     :data:`MIN_FLOPS_PER_THREAD` of matrix-product work (so large-d shapes split even a
-    few hundred rows, and cheap ones keep thousands per thread)."""
-    if blas_threaded(covariance_type, n_components, n_features):
+    few hundred rows, and cheap ones keep thousands per thread). One thread where BLAS has
+    them instead (see :func:`_blas_limits`)."""
+    if n_components == 1 and shared_accumulator(covariance_type, n_components, n_features):
         return np.array([0, n])
     flops = kernel_row_flops(covariance_type, n_components, n_features)
     threads = max(1, min(get_num_threads(), int(n * flops // MIN_FLOPS_PER_THREAD)))
@@ -398,10 +414,15 @@ def e_step(
         if sample_weight.shape != (n,):
             raise ValueError(f"sample_weight must have shape ({n},), got {sample_weight.shape}.")
     block = _kernel_block(state.covariance_type, state.n_components, d, block_size)
-    bounds = _thread_bounds(n, state.covariance_type, state.n_components, d)
+    split = _component_threads(state.covariance_type, state.n_components, d, n)
+    bounds = np.array([0, n]) if split else _thread_bounds(n, state.covariance_type, state.n_components, d)
     kernels = _thread_kernels(_scoring_kernel(state, ref, cdtype), len(bounds) - 1)
     with _blas_limits(state.covariance_type, state.n_components, d):
-        if len(kernels) == 1:
+        if split > 1:
+            kernel = kernels[0]
+            assert isinstance(kernel, FullFactorKernel)
+            parts = [_e_step_components(X, kernel, split, block, sample_weight)]
+        elif len(kernels) == 1:
             parts = [_e_step_rows(X, 0, n, kernels[0], cdtype, block, sample_weight)]
         else:
             # Statistics add, so row chunks run in threads (numpy and BLAS release the GIL),
@@ -438,18 +459,50 @@ def _e_step_rows(
         part = slice(lo + rows.start, lo + rows.stop)
         ctx = kernel.prepare(X[part])
         resp = kernel.log_prob(ctx)  # (K, B)
-        w = None
-        if sample_weight is None:
-            lse = _normalise(resp)
-            total += float(np.sum(lse, dtype=np.float64))
-        else:
-            w64 = sample_weight[part]
-            w = w64.astype(cdtype, copy=False)
-            lse = _normalise(resp, w)
-            # 0 · (−inf) must count as a dropped row, not NaN.
-            total += float(np.dot(w64[w64 > 0], lse[w64 > 0]))
-        kernel.accumulate(ctx, resp, w)
+        w = None if sample_weight is None else sample_weight[part]
+        total += _normalise_block(resp, w)
+        kernel.accumulate(ctx, resp, None if w is None else w.astype(cdtype, copy=False))
     return kernel, total
+
+
+def _normalise_block(resp: np.ndarray, weights: np.ndarray | None) -> float:
+    """Responsibilities of a ``(K, B)`` block in place (times the float64 row ``weights``
+    (B,) if given); return the block's ``Σ w log p(x)``."""
+    if weights is None:
+        return float(np.sum(_normalise(resp), dtype=np.float64))
+    lse = _normalise(resp, weights.astype(resp.dtype, copy=False))
+    keep = weights > 0  # 0 · (−inf) must count as a dropped row, not NaN
+    return float(np.dot(weights[keep], lse[keep]))
+
+
+def _e_step_components(
+    X: np.ndarray, kernel: FullFactorKernel, threads: int, block: int, sample_weight: np.ndarray | None
+) -> tuple[BlockKernel, float]:
+    """All rows into one kernel, each block's components split between ``threads`` threads:
+    they write disjoint rows of the ``(K, B)`` log-densities, then add into disjoint
+    components of the one accumulator, each component's in block order, so the result
+    does not depend on timing; the normalisation and ``N_k``, ``Σ r x̃`` run between."""
+    cuts = np.linspace(0, kernel.k, threads + 1).astype(int)
+    shares = [range(lo, hi) for lo, hi in itertools.pairwise(cuts)]
+    pool = _executor(threads)
+    scratch: list[np.ndarray] = []
+    total = 0.0
+    for rows in iter_blocks(X.shape[0], block):
+        ctx = kernel.prepare(X[rows])
+        b = ctx.shape[0]
+        if not scratch or scratch[0].shape[0] < b:
+            scratch = [np.empty((b, kernel.d), dtype=kernel.dtype) for _ in shares]
+        resp = np.empty((kernel.k, b), dtype=kernel.dtype)
+        _wait([pool.submit(kernel.log_prob_into, ctx, resp, ks, y[:b]) for ks, y in zip(shares, scratch, strict=True)])
+        total += _normalise_block(resp, None if sample_weight is None else sample_weight[rows])
+        kernel.accumulate_first(ctx, resp)
+        _wait([pool.submit(kernel.accumulate_second, ctx, resp, ks, a[:b]) for ks, a in zip(shares, scratch, strict=True)])
+    return kernel, total
+
+
+def _wait(futures: list[Any]) -> None:
+    for f in futures:
+        f.result()
 
 
 def _score_rows(
