@@ -17,7 +17,13 @@ The server sums the noisy statistics after noise-aware bounds checks
 bounds plus 7 noise standard deviations) and runs :func:`noisy_m_step`
 (:func:`fedgmm.privacy.dpem.noise_aware_m_step`: counts floored, means and covariances
 shrunk toward a data-independent prior, covariances PSD-floored), so every round's
-mixture is valid.
+mixture is valid. Components whose noisy count is within a few noise σ of zero carry only
+noise: the server drops them from the initialisation uploads before its k-means++
+(:func:`drop_weak_components`), and before every round but the last re-seeds such a
+component by splitting the heaviest one (:func:`fedgmm.privacy.dpem.reseed_weak_components`)
+— without it a component that lost its rows keeps the count floor's weight for good (the
+two-blob check collapsed to one component on half the noise seeds). Both are
+post-processing of released values.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ from fedgmm.privacy.dpem import (
     noise_aware_m_step,
     noise_scales,
     project_to_ball,
+    reseed_weak_components,
+    weak_threshold,
 )
 from fedgmm.types import CovarianceType
 
@@ -161,6 +169,14 @@ class RoundPlan:
                                 counts=tuple(r.count for r in unit))  # fmt: skip
         return _init_releases(scale)
 
+    def init_count_noise(self) -> float:
+        """σ of each noisy ``N_k`` of the initialisation upload (sensitivity 1; 0 without it).
+
+        :func:`~fedgmm.privacy.dpem.local_releases` lists the counts' release first.
+        """
+        releases = self.init_releases()
+        return releases[0].noise_multiplier if releases else 0.0
+
     def all_releases(self) -> list[GaussianRelease]:
         """Everything the plan lets the client release (the upload, then ``max_rounds`` rounds)."""
         return _merged(self.init_releases() + self.round_releases() * self.max_rounds)
@@ -233,6 +249,28 @@ def _plan(epsilon: float, delta: float, max_rounds: int, covariance_type: str, p
 def _init_releases(scale: float) -> list[GaussianRelease]:
     """The releases of the initialisation upload's DP-EM fit (:func:`fit_private_local_model`'s defaults)."""
     return local_releases(DEFAULT_DP_ITERATIONS, DEFAULT_LOCAL_BUDGET, scale)
+
+
+def drop_weak_components(state: MixtureState, count: float, threshold: float) -> MixtureState:
+    """An initialisation upload without the components whose noisy count is below ``threshold``.
+
+    A DP-EM upload's component ``k`` stands for ``w_k · count`` noisy rows; below a few noise
+    σ (:func:`~fedgmm.privacy.dpem.weak_threshold` of :meth:`RoundPlan.init_count_noise`)
+    its mean and covariance are noise, often far outside the data, and the server's
+    k-means++ (which seeds far-out means first) would make them global components. They
+    are dropped before the union (the heaviest component always stays); weights
+    renormalised. Post-processing of released values: no budget.
+    """
+    nk = np.asarray(state.weights) * float(count)
+    keep = np.flatnonzero(nk >= threshold)
+    if keep.size == state.n_components:
+        return state
+    if keep.size == 0:
+        keep = np.array([int(np.argmax(nk))])
+    cov = np.asarray(state.covariances)
+    cov = cov if state.covariance_type == "tied" else cov[keep]
+    w = np.asarray(state.weights)[keep]
+    return MixtureState.from_covariances(w / w.sum(), np.asarray(state.means)[keep], cov, state.covariance_type)
 
 
 def row_bound(n_features: int, clip_bound: float | None, feature_scale: tuple[float, ...]) -> float:
@@ -684,6 +722,9 @@ def noisy_m_step(
     bound: float,
     reg_covar: float,
     second_noise: float = 0.0,
+    *,
+    count_noise: float = 0.0,
+    reseed: bool = False,
 ) -> MixtureState:
     """The server's M-step on a private round's summed residual statistics: always a valid mixture.
 
@@ -705,6 +746,16 @@ def noisy_m_step(
         norm of a symmetric Gaussian noise matrix; ``2 σ`` for diag/spherical; the 2 is
         :data:`NOISE_PRIOR_FACTOR`) over Ψ's scale — so that ``scatter + ν Ψ`` is positive definite with high probability: noise
         eigenvalues are shrunk toward Ψ instead of floored into spurious thin directions.
+    count_noise : float
+        σ of the noise on each summed ``N_k`` (public: the plan's).
+    reseed : bool
+        Re-seed weak components — noisy count below
+        :func:`~fedgmm.privacy.dpem.weak_threshold` of ``count_noise``, i.e. statistics that
+        are mostly noise — by splitting the heaviest one
+        (:func:`~fedgmm.privacy.dpem.reseed_weak_components`), so that the next rounds can
+        give them rows; a component that lost its rows under noise otherwise keeps the
+        count floor's weight for good. For every round but the last (whose mixture is the
+        released model). Post-processing: no budget.
     """
     d = total.n_features
     psi = (bound / CLIP_FACTOR) ** 2 / d
@@ -714,6 +765,15 @@ def noisy_m_step(
     step = noise_aware_m_step(total, prior, reg_covar=reg_covar)
     # Post-processing (no budget): rows lie in the ball of radius B, so must the means; a
     # component whose noisy count is near zero would otherwise carry a mean far outside it.
-    means, covariances = project_to_ball(step.means + white.means, step.covariances, white.covariance_type, bound)
-    out = MixtureState.from_covariances(step.weights, means, covariances, white.covariance_type)
+    weights, means, covariances = step.weights, step.means + white.means, step.covariances
+    if reseed:
+        # A split pays off only if each half keeps more rows than the prior's ν pseudo-rows
+        # (the noise's size): otherwise both halves' covariances would be mostly noise.
+        threshold = weak_threshold(count_noise)
+        weights, means, covariances, _ = reseed_weak_components(
+            weights, means, covariances, total.nk, white.covariance_type, threshold,
+            donor_count=2.0 * max(threshold, nu),
+        )
+    means, covariances = project_to_ball(means, covariances, white.covariance_type, bound)
+    out = MixtureState.from_covariances(weights, means, covariances, white.covariance_type)
     return scale_state(out, scale)

@@ -494,6 +494,107 @@ def project_to_ball(means: np.ndarray, cov: np.ndarray, covariance_type: Covaria
     return means, cov
 
 
+#: A component whose noisy count is below this many noise standard deviations of the count
+#: carries no usable statistics (:func:`reseed_weak_components`).
+WEAK_COUNT_SIGMAS = 2.0
+#: A re-seeded pair sits at ``μ ± sqrt(SPLIT_SHARE · λ) v`` along the split component's
+#: principal axis ``(λ, v)``; its variance along ``v`` drops to ``(1 − SPLIT_SHARE) λ`` (for
+#: full and diag the pair keeps the component's first two moments).
+SPLIT_SHARE = 0.5
+
+
+def weak_threshold(count_noise: float, sigmas: float | None = None) -> float:
+    """``max(1, sigmas · count_noise)``: below it a noisy ``N_k`` cannot be told from an empty component's.
+
+    ``count_noise`` is the public σ of the noise on each (summed) ``N_k``; ``sigmas``
+    defaults to :data:`WEAK_COUNT_SIGMAS`. A component under the threshold has statistics
+    that are mostly noise.
+    """
+    return max(COUNT_FLOOR, (WEAK_COUNT_SIGMAS if sigmas is None else sigmas) * float(count_noise))
+
+
+def _principal_axis(cov: np.ndarray, covariance_type: CovarianceType, k: int, d: int) -> tuple[float, np.ndarray]:
+    """Largest variance ``λ`` of component ``k`` and its direction (spherical: the leading axis ``e_0``)."""
+    if covariance_type in ("full", "tied"):
+        w, v = np.linalg.eigh(cov[k] if covariance_type == "full" else cov)
+        return float(w[-1]), v[:, -1]
+    if covariance_type == "diag":
+        j = int(np.argmax(cov[k]))
+        return float(cov[k, j]), np.eye(d)[j]
+    return float(cov[k]), np.eye(d)[0]
+
+
+def reseed_weak_components(
+    weights: np.ndarray,
+    means: np.ndarray,
+    cov: np.ndarray,
+    counts: np.ndarray,
+    covariance_type: CovarianceType,
+    threshold: float,
+    donor_count: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Re-seed components whose noisy count is below ``threshold`` by splitting the heaviest one.
+
+    Under noise, a component that lost its rows cannot win them back: its weight sits at
+    the count floor and its mean and covariance are noise. Each weak component (weakest
+    first) instead takes half of the currently heaviest component whose count is at least
+    ``donor_count`` (never less than ``2 · threshold``: both halves above it). The pair sits at
+    ``μ ± sqrt(SPLIT_SHARE · λ) v`` along that component's principal axis ``(λ, v)``
+    (:func:`_principal_axis`) with the variance along ``v`` reduced to ``(1 − SPLIT_SHARE) λ``
+    (full, diag) or the total variance kept (spherical); tied covariances stay as they are.
+    Post-processing of released values: no budget, no rows.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, d)
+    cov : ndarray
+        Shape by ``covariance_type``.
+    counts : ndarray of shape (K,)
+        The noisy counts the weights came from.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    threshold : float
+        Counts below it are weak (:func:`weak_threshold` gives the usual one).
+    donor_count : float, optional
+        Fewest (noisy) rows a component needs to be split (at least ``2 · threshold``).
+
+    Returns
+    -------
+    weights, means, cov, reseeded
+        New arrays (weights summing to 1) and the indices that were re-seeded.
+    """
+    weights = np.array(weights, dtype=np.float64)
+    means = np.array(means, dtype=np.float64)
+    cov = np.array(cov, dtype=np.float64)
+    counts = np.nan_to_num(np.array(counts, dtype=np.float64), nan=-np.inf)
+    k_all, d = means.shape
+    weak = [int(k) for k in np.flatnonzero(counts < threshold)]
+    weak.sort(key=lambda k: counts[k])
+    least = max(2.0 * threshold, 0.0 if donor_count is None else float(donor_count))
+    reseeded: list[int] = []
+    for k in weak:
+        donors = [j for j in range(k_all) if j != k and j not in weak[len(reseeded):] and counts[j] >= least]
+        if not donors:
+            break
+        h = max(donors, key=lambda j: counts[j])
+        lam, v = _principal_axis(cov, covariance_type, h, d)
+        step = math.sqrt(SPLIT_SHARE * max(lam, 0.0)) * v
+        means[k], means[h] = means[h] + step, means[h] - step
+        if covariance_type == "full":
+            cov[h] = cov[h] - SPLIT_SHARE * lam * np.outer(v, v)
+            cov[k] = cov[h]
+        elif covariance_type == "diag":
+            cov[h] = cov[h] - SPLIT_SHARE * lam * v**2
+            cov[k] = cov[h]
+        elif covariance_type == "spherical":
+            cov[h] = cov[h] * (1.0 - SPLIT_SHARE / d)
+            cov[k] = cov[h]
+        weights[h] = weights[k] = 0.5 * weights[h]
+        counts[h] = counts[k] = 0.5 * counts[h]
+        reseeded.append(k)
+    return weights / weights.sum(), means, cov, reseeded
+
+
 def _convert_covariances(cov: np.ndarray, source: CovarianceType, target: CovarianceType, k: int, d: int) -> np.ndarray:
     """Covariances of type ``source`` as ``target`` (exact for a coarser source; else an average)."""
     if source == target:
