@@ -14,6 +14,7 @@ from fedgmm.federated.fedem import run_federated_em
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import encode_request, state_arrays
 from fedgmm.federated.private_rounds import (
+    PRIOR_PREVIOUS_SHARE,
     STORE_LEDGER,
     combine_noisy_statistics,
     decode_noisy_statistics,
@@ -23,6 +24,7 @@ from fedgmm.federated.private_rounds import (
     round_plan,
 )
 from fedgmm.federated.spec import MethodSpec
+from fedgmm.federated.union import full_covariances
 from fedgmm.inprocess import FederatedEM, InProcessTransport, run_inprocess
 from fedgmm.mixture import MixtureState
 from fedgmm.model_io import read_metadata
@@ -267,3 +269,22 @@ def test_prior_strength_follows_the_noise_so_noise_does_not_make_thin_components
     shrunk = noisy_m_step(noisy, white, np.ones(d), 6.0, 0.0, second_noise=sigma)
     thin = lambda s: float(np.linalg.eigvalsh(s.covariances).min())  # noqa: E731
     assert thin(floored) < 0.05 < thin(shrunk)
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+def test_noisy_covariances_shrink_toward_the_broadcast_ones(ctype: str) -> None:
+    k, d, n = 2, 3, 400
+    zero = SufficientStatistics.zeros(k, d, ctype, np.zeros(d))  # type: ignore[arg-type]
+    var = {"full": lambda v: v * np.eye(d)[None].repeat(k, 0), "tied": lambda v: v * np.eye(d),
+           "diag": lambda v: np.full((k, d), v), "spherical": lambda v: np.full(k, v)}[ctype]  # fmt: skip
+    # Exact residual statistics of variance 0.5 per axis; a huge public noise level makes ν dominate.
+    stats = SufficientStatistics(np.full(k, n / k), zero.sx, n / k * var(0.5) if ctype != "tied" else n * var(0.5),
+                                 n, 0.0, np.zeros(d), ctype)  # type: ignore[arg-type]  # fmt: skip
+    def mean_var(broadcast: float) -> float:
+        white = MixtureState.from_covariances(np.full(k, 0.5), np.zeros((k, d)), var(broadcast), ctype)  # type: ignore[arg-type]
+        out = noisy_m_step(stats, white, np.ones(d), 6.0, 0.0, second_noise=1e4)
+        return float(np.mean(np.diagonal(full_covariances(out), axis1=1, axis2=2)))
+
+    psi = (6.0 / 1.5) ** 2 / d
+    assert mean_var(0.2) < mean_var(1.0) < psi  # toward Ψ_k = s Σ_k + (1 - s) ψ I, not ψ I alone
+    np.testing.assert_allclose(mean_var(0.2), PRIOR_PREVIOUS_SHARE * 0.2 + (1 - PRIOR_PREVIOUS_SHARE) * psi, rtol=0.02)

@@ -160,12 +160,13 @@ class Prior:
 
     Attributes
     ----------
-    scale : ndarray of shape (d, d)
-        Ψ: the covariance a component shrinks toward.
+    scale : ndarray of shape (d, d) or (K, d, d)
+        Ψ: the covariance a component shrinks toward (one per component, or one for all;
+        tied uses their mean, and the mean ν).
     mean_strength : float
         κ (pseudo-rows pulling means toward ``mean``).
-    cov_strength : float
-        ν (pseudo-rows pulling covariances toward Ψ).
+    cov_strength : float or ndarray of shape (K,)
+        ν (pseudo-rows pulling covariances toward Ψ; one per component, or one for all).
     mean : ndarray of shape (d,)
         m (0 for centred data).
     floor : float
@@ -176,7 +177,7 @@ class Prior:
 
     scale: np.ndarray
     mean_strength: float = 1.0
-    cov_strength: float = 10.0
+    cov_strength: float | np.ndarray = 10.0
     mean: np.ndarray | None = None
     floor: float = EIGEN_FLOOR
     count_floor: float = COUNT_FLOOR
@@ -212,25 +213,28 @@ def noise_aware_m_step(stats: SufficientStatistics, prior: Prior, *, reg_covar: 
     """
     d = stats.n_features
     ctype = stats.covariance_type
-    psi = np.asarray(prior.scale, dtype=np.float64)
+    k = stats.n_components
+    psi = np.broadcast_to(np.asarray(prior.scale, dtype=np.float64), (k, d, d))
     m = np.zeros(d) if prior.mean is None else np.asarray(prior.mean, dtype=np.float64) - stats.shift
-    floor = prior.floor * float(np.mean(np.diag(psi))) + reg_covar
+    floor = prior.floor * float(np.mean(np.einsum("kii->ki", psi))) + reg_covar
     nk = np.maximum(np.nan_to_num(stats.nk, nan=0.0), prior.count_floor)
-    kappa, nu = prior.mean_strength, prior.cov_strength
+    kappa = prior.mean_strength
+    nu = np.broadcast_to(np.asarray(prior.cov_strength, dtype=np.float64), (k,))
     mu = (stats.sx + kappa * m) / (nk + kappa)[:, None]
     if ctype == "full":
         scatter = stats.sxx - nk[:, None, None] * mu[:, :, None] * mu[:, None, :]
-        cov = (scatter + nu * psi) / (nk + nu)[:, None, None]
+        cov = (scatter + nu[:, None, None] * psi) / (nk + nu)[:, None, None]
         cov = _psd_floor(cov, floor) + reg_covar * np.eye(d)
     elif ctype == "tied":
         scatter = stats.sxx - (nk[:, None] * mu).T @ mu
-        cov = _psd_floor((scatter + nu * psi) / (nk.sum() + nu), floor) + reg_covar * np.eye(d)
+        cov = _psd_floor((scatter + nu.mean() * psi.mean(axis=0)) / (nk.sum() + nu.mean()), floor)
+        cov = cov + reg_covar * np.eye(d)
     elif ctype == "diag":
         scatter = stats.sxx - nk[:, None] * mu**2
-        cov = np.maximum((scatter + nu * np.diag(psi)) / (nk + nu)[:, None], floor) + reg_covar
+        cov = np.maximum((scatter + nu[:, None] * np.einsum("kii->ki", psi)) / (nk + nu)[:, None], floor) + reg_covar
     else:
         scatter = stats.sxx - nk * np.sum(mu**2, axis=1)
-        cov = np.maximum((scatter + nu * np.trace(psi)) / ((nk + nu) * d), floor) + reg_covar
+        cov = np.maximum((scatter + nu * np.einsum("kii->k", psi)) / ((nk + nu) * d), floor) + reg_covar
     weights = nk / nk.sum()
     return MixtureState.from_covariances(weights, mu + stats.shift, cov, ctype)
 
