@@ -27,6 +27,7 @@ from fedgmm.federated.private_rounds import (
     RoundPlan,
     combine_noisy_statistics,
     decode_noisy_statistics,
+    drop_weak_components,
     noisy_m_step,
     round_config,
     round_plan,
@@ -49,6 +50,7 @@ from fedgmm.federated.transport import (
 )
 from fedgmm.federated.union import init_from_union, union_mixture
 from fedgmm.mixture import MixtureState
+from fedgmm.privacy.dpem import weak_threshold
 from fedgmm.types import CovarianceType
 
 
@@ -218,6 +220,9 @@ def run_federated_em(
         privacy_spent.update({m.client_id: m.privacy for m in models if m.privacy is not None})
         screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation")
         states = [m.state for m in screened.models if m.state is not None]
+        if local.epsilon is not None:
+            weak = weak_threshold(plan.init_count_noise())
+            states = [drop_weak_components(m.state, m.n_samples, weak) for m in screened.models if m.state is not None]
         try:
             union = union_mixture(states, screened.counts.tolist())
             state = init_from_union(union, n_components, covariance_type, server_rng(seed), reg_covar=reg_covar)
@@ -375,9 +380,11 @@ def _private_round(
     n_kept = len(merged) - sum(dec.action == "rejected" for dec in flagged)
     require_clients(n_kept, min_clients, what, records)
     # σ of the summed second moments: the kept replies' independent noises add up.
-    per_client = plan.noise(residual, max(1, n_share)).second
+    per_client = plan.noise(residual, max(1, n_share))
+    spread = float(np.sqrt(max(1, n_kept)))
     new = noisy_m_step(combined.total, whiten_state(state, scale), scale, bound, reg_covar,
-                       second_noise=per_client * float(np.sqrt(max(1, n_kept))))  # fmt: skip
+                       second_noise=per_client.second * spread, count_noise=per_client.count * spread,
+                       reseed=n_round < plan.max_rounds)  # fmt: skip
     return new, RoundRecord(n_round, float("nan"), n_kept, comm.bytes_up, comm.bytes_down, tuple(flagged))
 
 

@@ -160,12 +160,13 @@ class Prior:
 
     Attributes
     ----------
-    scale : ndarray of shape (d, d)
-        Ψ: the covariance a component shrinks toward.
+    scale : ndarray of shape (d, d) or (K, d, d)
+        Ψ: the covariance a component shrinks toward (one per component, or one for all;
+        tied uses their mean, and the mean ν).
     mean_strength : float
         κ (pseudo-rows pulling means toward ``mean``).
-    cov_strength : float
-        ν (pseudo-rows pulling covariances toward Ψ).
+    cov_strength : float or ndarray of shape (K,)
+        ν (pseudo-rows pulling covariances toward Ψ; one per component, or one for all).
     mean : ndarray of shape (d,)
         m (0 for centred data).
     floor : float
@@ -176,7 +177,7 @@ class Prior:
 
     scale: np.ndarray
     mean_strength: float = 1.0
-    cov_strength: float = 10.0
+    cov_strength: float | np.ndarray = 10.0
     mean: np.ndarray | None = None
     floor: float = EIGEN_FLOOR
     count_floor: float = COUNT_FLOOR
@@ -212,25 +213,28 @@ def noise_aware_m_step(stats: SufficientStatistics, prior: Prior, *, reg_covar: 
     """
     d = stats.n_features
     ctype = stats.covariance_type
-    psi = np.asarray(prior.scale, dtype=np.float64)
+    k = stats.n_components
+    psi = np.broadcast_to(np.asarray(prior.scale, dtype=np.float64), (k, d, d))
     m = np.zeros(d) if prior.mean is None else np.asarray(prior.mean, dtype=np.float64) - stats.shift
-    floor = prior.floor * float(np.mean(np.diag(psi))) + reg_covar
+    floor = prior.floor * float(np.mean(np.einsum("kii->ki", psi))) + reg_covar
     nk = np.maximum(np.nan_to_num(stats.nk, nan=0.0), prior.count_floor)
-    kappa, nu = prior.mean_strength, prior.cov_strength
+    kappa = prior.mean_strength
+    nu = np.broadcast_to(np.asarray(prior.cov_strength, dtype=np.float64), (k,))
     mu = (stats.sx + kappa * m) / (nk + kappa)[:, None]
     if ctype == "full":
         scatter = stats.sxx - nk[:, None, None] * mu[:, :, None] * mu[:, None, :]
-        cov = (scatter + nu * psi) / (nk + nu)[:, None, None]
+        cov = (scatter + nu[:, None, None] * psi) / (nk + nu)[:, None, None]
         cov = _psd_floor(cov, floor) + reg_covar * np.eye(d)
     elif ctype == "tied":
         scatter = stats.sxx - (nk[:, None] * mu).T @ mu
-        cov = _psd_floor((scatter + nu * psi) / (nk.sum() + nu), floor) + reg_covar * np.eye(d)
+        cov = _psd_floor((scatter + nu.mean() * psi.mean(axis=0)) / (nk.sum() + nu.mean()), floor)
+        cov = cov + reg_covar * np.eye(d)
     elif ctype == "diag":
         scatter = stats.sxx - nk[:, None] * mu**2
-        cov = np.maximum((scatter + nu * np.diag(psi)) / (nk + nu)[:, None], floor) + reg_covar
+        cov = np.maximum((scatter + nu[:, None] * np.einsum("kii->ki", psi)) / (nk + nu)[:, None], floor) + reg_covar
     else:
         scatter = stats.sxx - nk * np.sum(mu**2, axis=1)
-        cov = np.maximum((scatter + nu * np.trace(psi)) / ((nk + nu) * d), floor) + reg_covar
+        cov = np.maximum((scatter + nu * np.einsum("kii->k", psi)) / ((nk + nu) * d), floor) + reg_covar
     weights = nk / nk.sum()
     return MixtureState.from_covariances(weights, mu + stats.shift, cov, ctype)
 
@@ -492,6 +496,107 @@ def project_to_ball(means: np.ndarray, cov: np.ndarray, covariance_type: Covaria
     else:
         cov = np.minimum(cov, cap)
     return means, cov
+
+
+#: A component whose noisy count is below this many noise standard deviations of the count
+#: carries no usable statistics (:func:`reseed_weak_components`).
+WEAK_COUNT_SIGMAS = 2.0
+#: A re-seeded pair sits at ``μ ± sqrt(SPLIT_SHARE · λ) v`` along the split component's
+#: principal axis ``(λ, v)``; its variance along ``v`` drops to ``(1 − SPLIT_SHARE) λ`` (for
+#: full and diag the pair keeps the component's first two moments).
+SPLIT_SHARE = 0.5
+
+
+def weak_threshold(count_noise: float, sigmas: float | None = None) -> float:
+    """``max(1, sigmas · count_noise)``: below it a noisy ``N_k`` cannot be told from an empty component's.
+
+    ``count_noise`` is the public σ of the noise on each (summed) ``N_k``; ``sigmas``
+    defaults to :data:`WEAK_COUNT_SIGMAS`. A component under the threshold has statistics
+    that are mostly noise.
+    """
+    return max(COUNT_FLOOR, (WEAK_COUNT_SIGMAS if sigmas is None else sigmas) * float(count_noise))
+
+
+def _principal_axis(cov: np.ndarray, covariance_type: CovarianceType, k: int, d: int) -> tuple[float, np.ndarray]:
+    """Largest variance ``λ`` of component ``k`` and its direction (spherical: the leading axis ``e_0``)."""
+    if covariance_type in ("full", "tied"):
+        w, v = np.linalg.eigh(cov[k] if covariance_type == "full" else cov)
+        return float(w[-1]), v[:, -1]
+    if covariance_type == "diag":
+        j = int(np.argmax(cov[k]))
+        return float(cov[k, j]), np.eye(d)[j]
+    return float(cov[k]), np.eye(d)[0]
+
+
+def reseed_weak_components(
+    weights: np.ndarray,
+    means: np.ndarray,
+    cov: np.ndarray,
+    counts: np.ndarray,
+    covariance_type: CovarianceType,
+    threshold: float,
+    donor_count: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Re-seed components whose noisy count is below ``threshold`` by splitting the heaviest one.
+
+    Under noise, a component that lost its rows cannot win them back: its weight sits at
+    the count floor and its mean and covariance are noise. Each weak component (weakest
+    first) instead takes half of the currently heaviest component whose count is at least
+    ``donor_count`` (never less than ``2 · threshold``: both halves above it). The pair sits at
+    ``μ ± sqrt(SPLIT_SHARE · λ) v`` along that component's principal axis ``(λ, v)``
+    (:func:`_principal_axis`) with the variance along ``v`` reduced to ``(1 − SPLIT_SHARE) λ``
+    (full, diag) or the total variance kept (spherical); tied covariances stay as they are.
+    Post-processing of released values: no budget, no rows.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, d)
+    cov : ndarray
+        Shape by ``covariance_type``.
+    counts : ndarray of shape (K,)
+        The noisy counts the weights came from.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    threshold : float
+        Counts below it are weak (:func:`weak_threshold` gives the usual one).
+    donor_count : float, optional
+        Fewest (noisy) rows a component needs to be split (at least ``2 · threshold``).
+
+    Returns
+    -------
+    weights, means, cov, reseeded
+        New arrays (weights summing to 1) and the indices that were re-seeded.
+    """
+    weights = np.array(weights, dtype=np.float64)
+    means = np.array(means, dtype=np.float64)
+    cov = np.array(cov, dtype=np.float64)
+    counts = np.nan_to_num(np.array(counts, dtype=np.float64), nan=-np.inf)
+    k_all, d = means.shape
+    weak = [int(k) for k in np.flatnonzero(counts < threshold)]
+    weak.sort(key=lambda k: counts[k])
+    least = max(2.0 * threshold, 0.0 if donor_count is None else float(donor_count))
+    reseeded: list[int] = []
+    for k in weak:
+        donors = [j for j in range(k_all) if j != k and j not in weak[len(reseeded):] and counts[j] >= least]
+        if not donors:
+            break
+        h = max(donors, key=lambda j: counts[j])
+        lam, v = _principal_axis(cov, covariance_type, h, d)
+        step = math.sqrt(SPLIT_SHARE * max(lam, 0.0)) * v
+        means[k], means[h] = means[h] + step, means[h] - step
+        if covariance_type == "full":
+            cov[h] = cov[h] - SPLIT_SHARE * lam * np.outer(v, v)
+            cov[k] = cov[h]
+        elif covariance_type == "diag":
+            cov[h] = cov[h] - SPLIT_SHARE * lam * v**2
+            cov[k] = cov[h]
+        elif covariance_type == "spherical":
+            cov[h] = cov[h] * (1.0 - SPLIT_SHARE / d)
+            cov[k] = cov[h]
+        weights[h] = weights[k] = 0.5 * weights[h]
+        counts[h] = counts[k] = 0.5 * counts[h]
+        reseeded.append(k)
+    return weights / weights.sum(), means, cov, reseeded
 
 
 def _convert_covariances(cov: np.ndarray, source: CovarianceType, target: CovarianceType, k: int, d: int) -> np.ndarray:
