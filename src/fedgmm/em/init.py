@@ -71,7 +71,7 @@ def kmeans_plusplus_indices(
     The algorithm and the random draws are scikit-learn's ``kmeans_plusplus`` (``2 + ln K``
     local trials, the one lowering the weighted potential most kept), so an int seed picks
     the same rows; but where scikit-learn holds a ``(trials, n)`` distance array this keeps
-    only the ``(n,)`` closest distances and row norms, reading ``X`` twice per centre.
+    only the ``(n,)`` closest distances and their cumulative sum, reading ``X`` twice per centre.
     That is what lets a memory-mapped ``X`` be seeded without ``O(n · trials)`` memory.
     """
     n = X.shape[0]
@@ -79,35 +79,36 @@ def kmeans_plusplus_indices(
     block = block_size_for(X.shape[1] + trials, block_size)
     blocks = list(iter_blocks(n, block))
 
-    def rows_of(sl: slice) -> np.ndarray:
-        return np.asarray(X[sl], dtype=np.float64)
+    def rows_of(sl: slice) -> tuple[np.ndarray, np.ndarray]:
+        # Row norms recomputed per block (same blocks, same values every pass) instead of
+        # an (n,) array kept: O(n) memory is the closest distances and one cumulative sum.
+        r = np.asarray(X[sl], dtype=np.float64)
+        return r, np.einsum("ij,ij->i", r, r)
 
-    norms = np.empty(n)
-    for sl in blocks:
-        r = rows_of(sl)
-        norms[sl] = np.einsum("ij,ij->i", r, r)
-    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     indices = np.full(n_clusters, -1, dtype=np.intp)
-    indices[0] = random_state.choice(n, p=w / w.sum())
+    indices[0] = random_state.choice(n, p=np.full(n, 1.0 / n) if w is None else w / w.sum())
     closest = np.empty(n)
-    first = rows_of(slice(indices[0], indices[0] + 1))
+    first = np.asarray(X[indices[0] : indices[0] + 1], dtype=np.float64)
     for sl in blocks:
-        closest[sl] = _squared_distances(rows_of(sl), norms[sl], first)[0]
-    potential = float(closest @ w)
+        closest[sl] = _squared_distances(*rows_of(sl), first)[0]
+    potential = float(closest.sum() if w is None else closest @ w)
+    cumulative = np.empty(n)
     for c in range(1, n_clusters):
         rand_vals = random_state.uniform(size=trials) * potential
-        candidates = np.searchsorted(np.cumsum(w * closest), rand_vals)
+        np.cumsum(closest if w is None else np.multiply(w, closest, out=cumulative), out=cumulative)
+        candidates = np.searchsorted(cumulative, rand_vals)
         np.clip(candidates, None, n - 1, out=candidates)
-        centers = np.stack([rows_of(slice(i, i + 1))[0] for i in candidates])
+        centers = np.stack([np.asarray(X[i], dtype=np.float64) for i in candidates])
         potentials = np.zeros(trials)
         for sl in blocks:
-            dist = _squared_distances(rows_of(sl), norms[sl], centers)
+            dist = _squared_distances(*rows_of(sl), centers)
             np.minimum(closest[sl], dist, out=dist)
-            potentials += dist @ w[sl]
+            potentials += dist.sum(axis=1) if w is None else dist @ w[sl]
         best = int(np.argmin(potentials))
         potential = float(potentials[best])
         for sl in blocks:
-            dist = _squared_distances(rows_of(sl), norms[sl], centers[best : best + 1])[0]
+            dist = _squared_distances(*rows_of(sl), centers[best : best + 1])[0]
             np.minimum(closest[sl], dist, out=closest[sl])
         indices[c] = candidates[best]
     return indices
