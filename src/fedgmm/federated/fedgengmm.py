@@ -64,13 +64,6 @@ class GlobalFitSettings:
         ``"sample"``: EM on samples of the union (the paper); ``"reduce"``: the union
         reduced to K from its parameters (:func:`~fedgmm.federated.reduce.reduce_mixture`,
         ``n_init`` starts, no synthetic set; a fixed K only).
-    reduce_start : bool
-        With ``init_params="union"`` and ``aggregation="sample"``: one more EM start, from
-        the union reduced to K (:func:`~fedgmm.federated.reduce.reduce_mixture`, ``n_init``
-        MM starts from its own seed, so the k-means++ starts are unchanged and the best
-        bound on the synthetic set can only rise). Default on: issue 9's Fashion-MNIST regime,
-        same unions, two server seeds, gap 0.518 → 0.425 (α = 100) and −1.29 → −2.37
-        (α = 0.1) in one seed each, equal in the other; ~0.3 s + one EM fit.
     """
 
     n_components: int | tuple[int, int] = 10
@@ -82,7 +75,6 @@ class GlobalFitSettings:
     n_init: int = 1
     init_params: str = "union"
     aggregation: str = "sample"
-    reduce_start: bool = True
 
     def component_range(self) -> list[int]:
         """The candidate K values."""
@@ -176,7 +168,7 @@ def fit_global_model(
     best_bic = np.inf
     ks = settings.component_range()
     for k in ks:
-        model = _fit_on_synthetic(synthetic, union, k, settings, fit_seed, local_reg_covar)
+        model = _fit_on_synthetic(synthetic, union, k, settings, fit_seed)
         if len(ks) > 1:
             bic[k] = model.bic(synthetic)
             if bic[k] < best_bic:
@@ -213,8 +205,7 @@ def _reduce_union(
 
 
 def _fit_on_synthetic(
-    synthetic: np.ndarray, union: MixtureState, k: int, settings: GlobalFitSettings, seed: int,
-    local_reg_covar: float | np.ndarray = 0.0,
+    synthetic: np.ndarray, union: MixtureState, k: int, settings: GlobalFitSettings, seed: int
 ) -> GaussianMixture:
     """EM on the synthetic set, the best of ``n_init`` starts.
 
@@ -222,23 +213,14 @@ def _fit_on_synthetic(
     (weighted k-means++ over the union's components, moment-matched): it begins EM at the
     structure the clients found instead of at k-means partitions of the samples, which
     avoids the poor local optima k-means gives when components overlap, and costs nothing
-    per sample. With ``settings.reduce_start`` one more start is the union reduced to K
-    (``local_reg_covar`` is what the clients added, taken off before the reduction).
+    per sample.
     """
     rng = np.random.default_rng(seed)
     best: GaussianMixture | None = None
-    starts: list[MixtureState | None] = []
-    if settings.init_params == "union" and settings.reduce_start and union.n_components > k:
-        starts.append(reduce_mixture(
-            union, k, covariance_type=settings.covariance_type, method="mm", n_init=settings.n_init,
-            max_iter=settings.max_iter, reg_covar=settings.reg_covar, local_reg_covar=local_reg_covar,
-            seed=np.random.default_rng(np.random.SeedSequence([seed, 0x4ED])),
-        ).state)
-    starts += [None] * (settings.n_init if settings.init_params == "union" else 1)
-    for given in starts:
+    for _ in range(settings.n_init if settings.init_params == "union" else 1):
         kwargs: dict[str, object] = {}
         if settings.init_params == "union":
-            start = given or init_from_union(union, k, settings.covariance_type, rng, reg_covar=settings.reg_covar)
+            start = init_from_union(union, k, settings.covariance_type, rng, reg_covar=settings.reg_covar)
             kwargs = {"weights_init": start.weights, "means_init": start.means, "precisions_init": start.precisions}
         model = GaussianMixture(
             k,
