@@ -170,6 +170,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "fg-reg1e-6": {"local_reg_covar": None},
     "fg-map": {"local_reg_covar": "map"},
     "fg-paper": {"local_components": (1, 10), "local_reg_covar": None, "n_init": 1},
+    "fg-ninit10": {"n_init": 10},
     # "auto" with another factor of the client's covariance (patched in for the lever only)
     "fg-auto0.02": {"_auto_factor": 0.02},
     "fg-auto0.2": {"_auto_factor": 0.2},

@@ -24,8 +24,8 @@ def _standardised(X: np.ndarray) -> np.ndarray:
 def test_defaults_are_the_measured_ones() -> None:
     spec = MethodSpec("fedgengmm", n_components=5)
     assert DEFAULT_LOCAL_FACTOR == 4 and resolve_local_components(None, 5) == (20, 20)
-    assert spec.local_reg_covar == "auto" and spec.n_init == 3 and spec.aggregation == "sample"
-    assert spec.local_settings().reg_covar_mode == "auto" and spec.global_settings().n_init == 3
+    assert spec.local_reg_covar == "auto" and spec.n_init == 10 and spec.aggregation == "sample"
+    assert spec.local_settings().reg_covar_mode == "auto" and spec.global_settings().n_init == 10
 
 
 def test_local_components_per_client_parsing() -> None:

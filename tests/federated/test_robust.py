@@ -472,3 +472,28 @@ def test_robust_settings_validate() -> None:
     for bad in ({"max_client_weight": 0.0}, {"max_count_ratio": 0.5}, {"max_component_share": 2.0}, {"max_synthetic_rows": 0}):
         with pytest.raises(ValueError, match="must be"):
             RobustSettings(**bad)  # type: ignore[arg-type]
+
+
+def _spread_client(rng: np.random.Generator, far: float | None = None) -> MixtureState:
+    """Three unit-covariance components near the origin in 2-D; with ``far``, a fourth (weight 0.01) at ``far``."""
+    means = rng.normal(size=(3, 2))
+    weights = np.full(3, 1 / 3)
+    if far is not None:
+        means = np.vstack([means, [far, 0.0]])
+        weights = np.r_[weights * 0.99, 0.01]
+    return MixtureState.from_covariances(weights, means, np.broadcast_to(np.eye(2), (len(weights), 2, 2)).copy(), "full")
+
+
+def test_an_honest_far_component_passes_the_location_check_a_gross_one_does_not() -> None:
+    # Issue 9: detailed local models put components on single rows, and honest non-IID
+    # clients of the Fashion-MNIST regime sat 124–190 robust scales out (rejected at 100).
+    rng = np.random.default_rng(0)
+    honest = [_spread_client(rng) for _ in range(6)]
+    for far, kept in ((300.0, True), (1e4, False)):
+        states = [*honest, _spread_client(np.random.default_rng(1), far)]
+        plaus = check_mixtures(states)
+        assert (6 in plaus.kept) is kept, far
+        if not kept:
+            assert "robust scales" in plaus.decisions[6].reason
+    strict = check_mixtures([*honest, _spread_client(np.random.default_rng(1), 300.0)], location_threshold=100.0)
+    assert 6 not in strict.kept  # the old threshold stays available

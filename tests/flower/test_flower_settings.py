@@ -19,7 +19,7 @@ def test_run_config_builds_the_spec() -> None:
 
 def test_one_shot_keys_follow_the_spec() -> None:
     spec = RunSettings.from_run_config(DEFAULTS).spec
-    assert (spec.n_init, spec.aggregation, spec.local_components) == (3, "sample", None)
+    assert (spec.n_init, spec.aggregation, spec.local_components) == (10, "sample", None)
     cfg = {**DEFAULTS, "aggregation": "reduce", "n-init": 5, "local-reg-covar": "heldout",
            "local-components-list": "2,2,20-30"}
     spec = RunSettings.from_run_config(cfg).spec

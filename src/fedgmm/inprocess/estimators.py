@@ -213,7 +213,7 @@ class FedGenGMM(_FederatedDensity):
     max_iter, fit_tol
         EM settings of both the local and the global fits (``fit_tol``: convergence
         tolerance of each fit).
-    n_init : int, default=3
+    n_init : int, default=10
         Starts of the server's global fit (or reduction).
     local_n_init : int, default=1
         Starts of each client's local fit.
@@ -288,7 +288,7 @@ class FedGenGMM(_FederatedDensity):
         local_reg_covar: float | str | None = "auto",
         max_iter: int = 100,
         fit_tol: float = 1e-3,
-        n_init: int = 3,
+        n_init: int = 10,
         local_n_init: int = 1,
         aggregation: str = "sample",
         min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
@@ -414,7 +414,7 @@ class FederatedEM(_FederatedDensity):
     local_reg_covar : float, "auto", "heldout" or None, default="auto"
         ``reg_covar`` of the clients' local fits of the initialisation round (as in
         :class:`FedGenGMM`; None: ``reg_covar``).
-    n_init : int, default=3
+    n_init : int, default=10
         Starts of the global fit of the hybrid's FedGenGMM step (``init="fedgengmm"``).
     max_iter : int, default=100
         Most iterations of each local/global EM fit.
@@ -491,7 +491,7 @@ class FederatedEM(_FederatedDensity):
         reg_covar: float = 1e-6,
         local_reg_covar: float | str | None = "auto",
         max_iter: int = 100,
-        n_init: int = 3,
+        n_init: int = 10,
         min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT,
         min_clients: int = 1,
         robust: bool = True,
