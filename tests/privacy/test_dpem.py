@@ -116,7 +116,7 @@ def test_centred_statistics_move_by_at_most_the_residual_bound(ctype: str) -> No
 def test_local_fit_spends_what_dp_accounting_says_for_its_releases() -> None:
     import dp_accounting as dpa
 
-    from fedgmm.privacy.dpem import DEFAULT_LOCAL_BUDGET, local_releases
+    from fedgmm.privacy.dpem import DEFAULT_LOCAL_BUDGET, DEFAULT_SECOND_FRACTION, local_releases
 
     X = _blobs(np.random.default_rng(8))
     res = fit_dp_local(X, n_components=2, epsilon=4.0, delta=1e-5, max_iter=3, random_state=0)
@@ -130,8 +130,10 @@ def test_local_fit_spends_what_dp_accounting_says_for_its_releases() -> None:
         dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(scale * r.noise_multiplier), r.count) for r in shape
     ]))
     assert acc.get_epsilon(1e-5) == pytest.approx(res.epsilon, rel=1e-3)
-    # The second moments get the largest share: the smallest noise multiplier.
-    assert res.noise.second / res.bound**2 == pytest.approx(min(scale * r.noise_multiplier for r in shape), rel=1e-6)
+    # The second moments get the largest share: the smallest noise multiplier (their
+    # sensitivity is B_2² with B_2 = DEFAULT_SECOND_FRACTION · B).
+    b_2 = DEFAULT_SECOND_FRACTION * res.bound
+    assert res.noise.second / b_2**2 == pytest.approx(min(scale * r.noise_multiplier for r in shape), rel=1e-6)
 
 
 def test_noise_off_is_reported_as_not_private() -> None:

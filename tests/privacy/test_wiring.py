@@ -8,7 +8,13 @@ import pytest
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import LocalModelReply, decode_local_model, encode_local_model
 from fedgmm.federated.preprocessing import transform_from_moments
-from fedgmm.federated.private import DP_LOCAL_COMPONENTS, dp_local_settings, fit_private_local_model
+from fedgmm.federated.private import (
+    DP_LOCAL_COMPONENTS,
+    INIT_LOCAL_COMPONENTS,
+    INIT_SECOND_FRACTION,
+    dp_local_settings,
+    fit_private_local_model,
+)
 from fedgmm.federated.spec import MethodSpec
 from fedgmm.inprocess.estimators import FedGenGMM
 from fedgmm.inprocess.runner import run_inprocess
@@ -100,7 +106,21 @@ def test_runner_with_preprocessing_needs_no_clip_bound() -> None:
     run = run_inprocess(MethodSpec("fedgengmm", n_components=2, epsilon=4.0), clients, seed=0, transform=tf)
     assert run.model is not None and np.isfinite(run.model.score(tf.apply(X)))
     assert len(run.local_models) == len(clients)
-    assert all(m.n_components == DP_LOCAL_COMPONENTS for m in run.local_models)  # min(4 x 2, 4)
+    assert all(m.n_components == DP_LOCAL_COMPONENTS for m in run.local_models)  # min(4 x 2, 8)
+
+
+def test_private_local_fit_takes_the_callers_local_k_and_second_radius() -> None:
+    # FedGenGMM's defaults and federated EM's initialisation constants reach the DP-EM fit;
+    # the privacy spent does not depend on them (same releases, same calibration).
+    X = _clients(n=400, m=1)[0]
+    settings = LocalFitSettings(k_min=1, k_max=80, epsilon=2.0, clip_bound=6.0, dp_noise_seed=0)
+    default = fit_private_local_model(X, settings, client_id=0, seed=0)
+    init = fit_private_local_model(X, settings, client_id=0, seed=0, local_components=INIT_LOCAL_COMPONENTS,
+                                   second_fraction=INIT_SECOND_FRACTION)
+    assert default.state is not None and default.state.n_components == DP_LOCAL_COMPONENTS
+    assert init.state is not None and init.state.n_components == INIT_LOCAL_COMPONENTS
+    assert default.privacy is not None and init.privacy is not None
+    assert default.privacy[0] == pytest.approx(init.privacy[0]) and default.privacy[0] <= 2.0
 
 
 def test_study_model_table_takes_the_privacy_keys() -> None:

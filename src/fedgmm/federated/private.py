@@ -12,10 +12,16 @@ import numpy as np
 from fedgmm.federated.local import LocalFitSettings, check_client_data
 from fedgmm.federated.messages import STATUS_EXCLUDED, STATUS_OK, LocalModelReply
 
-#: Local K of a DP local fit (every component pays noise on its statistics), capped at the
-#: asked-for K. A data-independent choice: no budget is spent on selecting it. Measured for
-#: issue 10 at ε = 8 (FedGenGMM's gap to centralized, nats/sample; ν = 5, random start): K = 4 → 11.9, 8 → 12.0.
-DP_LOCAL_COMPONENTS = 4
+#: Local K of FedGenGMM's DP local fit (every component pays noise on its statistics), capped
+#: at the asked-for K. A data-independent choice: no budget is spent on selecting it. Measured for
+#: issue 10 at ε = 8 (FedGenGMM's gap to centralized, nats/sample; ν = 5, random start): K = 4 → 11.9,
+#: 8 → 12.0; with the second-moment radius 0.7 · B (:data:`~fedgmm.privacy.dpem.DEFAULT_SECOND_FRACTION`,
+#: half the covariance noise), K = 4 → 10.19, 8 → 9.12, 12 → 9.08, 16 → 9.41 (seeds 0 and 1).
+DP_LOCAL_COMPONENTS = 8
+#: Local K and second-moment radius of federated EM's private initialisation upload (the same
+#: client step, kept at the values it was measured with).
+INIT_LOCAL_COMPONENTS = 4
+INIT_SECOND_FRACTION = 1.0
 #: What every DP run records as its guarantee (with its epsilon and delta).
 GUARANTEE = {
     "accountant": "pld (dp-accounting)",
@@ -137,25 +143,28 @@ def dp_local_settings(local: LocalFitSettings, variances: np.ndarray | None) -> 
 
 
 def fit_private_local_model(
-    X: np.ndarray, settings: LocalFitSettings, *, client_id: int, seed: int, store: MutableMapping[str, Any] | None = None
+    X: np.ndarray, settings: LocalFitSettings, *, client_id: int, seed: int, store: MutableMapping[str, Any] | None = None,
+    local_components: int = DP_LOCAL_COMPONENTS, second_fraction: float | None = None,
 ) -> LocalModelReply:
     """FedGenGMM's client step under record-level (ε, δ)-DP.
 
     The local model is :func:`~fedgmm.privacy.dpem.fit_dp_local` with its defaults
-    (K = ``min(k_max, DP_LOCAL_COMPONENTS)``, a data-independent start, two spherical steering
+    (K = ``min(k_max, local_components)``, a data-independent start, two spherical steering
     iterations and one final release that gets most of the budget; rows divided by the public
     ``feature_scale`` and clipped to :func:`~fedgmm.privacy.clipping.chi_bound` of d, or
     clipped to ``clip_bound``); the upload's count is the DP noisy count, and it carries the
     spent ``(ε, δ)``. The true row count, K caps and clipping counts are never sent. The
     noise comes from :func:`noise_generator` (the client's secret kept in ``store``, or
-    ``settings.dp_noise_seed``).
+    ``settings.dp_noise_seed``). ``local_components`` and ``second_fraction`` (the
+    second-moment residual radius as a fraction of B; None: the DP-EM default) are public
+    constants of the caller (federated EM's initialisation passes its own).
 
     Returns
     -------
     LocalModelReply
         ``privacy = (epsilon, delta)`` spent, ``reg_covar = 0``; or ``excluded`` with the reason.
     """
-    from fedgmm.privacy.dpem import fit_dp_local
+    from fedgmm.privacy.dpem import DEFAULT_SECOND_FRACTION, fit_dp_local
 
     epsilon = settings.epsilon
     assert epsilon is not None
@@ -171,10 +180,11 @@ def fit_private_local_model(
     scale = np.asarray(settings.feature_scale) if settings.feature_scale else None
     try:
         res = fit_dp_local(
-            X.astype(np.float64, copy=False), n_components=min(settings.k_max, DP_LOCAL_COMPONENTS),
+            X.astype(np.float64, copy=False), n_components=min(settings.k_max, local_components),
             epsilon=epsilon, delta=settings.delta, covariance_type=settings.covariance_type,
             feature_scale=scale, bound=settings.clip_bound if scale is None else None,
             random_state=noise_generator(store, settings.dp_noise_seed, seed, client_id, 0, LOCAL_FIT_TAG),
+            second_fraction=DEFAULT_SECOND_FRACTION if second_fraction is None else float(second_fraction),
         )
     except ValueError as exc:
         return LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, f"DP local fit failed: {exc}")

@@ -51,6 +51,8 @@ from fedgmm.federated.messages import (
     read_header,
 )
 from fedgmm.federated.private import (
+    INIT_LOCAL_COMPONENTS,
+    INIT_SECOND_FRACTION,
     NOISE_SEED,
     fit_private_local_model,
     guarantee,
@@ -547,7 +549,8 @@ def private_init_upload(
     if problem:
         return encode_local_model(LocalModelReply(client_id, STATUS_EXCLUDED, 0, None, problem))
     reply = fit_private_local_model(X, replace(settings, epsilon=plan.init_epsilon), client_id=client_id,
-                                    seed=int(cfg["seed"]), store=store)  # fmt: skip
+                                    seed=int(cfg["seed"]), store=store, local_components=INIT_LOCAL_COMPONENTS,
+                                    second_fraction=INIT_SECOND_FRACTION)  # fmt: skip
     if reply.status != STATUS_OK or reply.privacy is None:
         return encode_local_model(reply)
     # The ledger charged plan.init_releases(); a fit that spent anything else is not sent.
