@@ -30,7 +30,7 @@ def test_federated_em_equals_centralized_em(ctype: str, blob_data, iid_clients) 
             4, covariance_type=ctype, tol=1e-6, max_iter=30,
             weights_init=init.weights, means_init=init.means, precisions_init=init.precisions,
         ).fit(X)
-    fed = FederatedEM(4, covariance_type=ctype, init=init, tol=1e-6, max_rounds=30, random_state=0).fit(iid_clients)
+    fed = FederatedEM(4, covariance_type=ctype, init=init, round_tol=1e-6, fit_tol=1e-6, max_rounds=30, random_state=0).fit(iid_clients)
     assert fed.n_rounds_ == central.n_iter_
     assert fed.communication_.rounds == fed.n_rounds_  # no initialisation round for a given init
     g = fed.global_model_
@@ -41,7 +41,7 @@ def test_federated_em_equals_centralized_em(ctype: str, blob_data, iid_clients) 
 
 
 def test_history_is_monotone_and_bytes_accumulate(iid_clients) -> None:
-    fed = FederatedEM(4, random_state=1, tol=1e-5).fit(iid_clients)
+    fed = FederatedEM(4, random_state=1, round_tol=1e-5, fit_tol=1e-5).fit(iid_clients)
     ll = [h.log_likelihood for h in fed.history_]
     assert all(b >= a - 1e-9 for a, b in itertools.pairwise(ll)), "EM never lowers the likelihood"
     ups = [h.bytes_up for h in fed.history_]
@@ -56,7 +56,7 @@ def test_history_is_monotone_and_bytes_accumulate(iid_clients) -> None:
 
 def test_round_bytes_are_the_serialised_messages(iid_clients) -> None:
     """Each EM round sends the mixture down and statistics up: bytes match the message sizes."""
-    fed = FederatedEM(4, init="kmeans++", random_state=0, max_rounds=3, tol=0).fit(iid_clients)
+    fed = FederatedEM(4, init="kmeans++", random_state=0, max_rounds=3, round_tol=0, fit_tol=0).fit(iid_clients)
     per_round = fed.communication_.per_round
     assert [r.kind for r in per_round] == ["fit-local", "em-statistics", "em-statistics", "em-statistics"]
     d, k = 3, 4
