@@ -345,28 +345,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         fitted = hasattr(self, "state_")
         online = getattr(self, "_online", None) if fitted else None
         X, weights = self._validate_fit_data(X, sample_weight, reset=not fitted, min_samples=1 if fitted else 2)
-        with linear_algebra_threads(X.shape[1]):
-            if not fitted:
-                shift = data_mean(X, weights)
-                state = initial_state(
-                    X, self.n_components, self.covariance_type,  # type: ignore[arg-type]
-                    init_params=self.init_params, random_state=as_random_state(self.random_state),
-                    reg_covar=self.reg_covar, weights_init=self.weights_init, means_init=self.means_init,
-                    precisions_init=self.precisions_init, shift=shift, block_size=self.block_size,
-                    sample_weight=weights,
-                )
-                self._sample_rng = as_generator(_sample_seed(self.random_state))
-            else:
-                state = self.state_
-                shift = online[1] if online is not None else data_mean(X, weights)
-            chunk = e_step(X, state, shift=shift, block_size=self.block_size, dtype=np.dtype(self.dtype), sample_weight=weights)
-            chunk_weight = float(X.shape[0]) if weights is None else float(weights.sum())
-            n_steps = self.n_steps_ if online is not None else 0
-            running = blend(
-                None if online is None else online[0], chunk, chunk_weight,
-                step_size(n_steps, float(self.learning_offset), float(self.learning_decay)),
+        if not fitted:
+            shift = data_mean(X, weights)
+            state = initial_state(
+                X, self.n_components, self.covariance_type,  # type: ignore[arg-type]
+                init_params=self.init_params, random_state=as_random_state(self.random_state),
+                reg_covar=self.reg_covar, weights_init=self.weights_init, means_init=self.means_init,
+                precisions_init=self.precisions_init, shift=shift, block_size=self.block_size,
+                sample_weight=weights,
             )
-            self._set_state(m_step(running, self.reg_covar))
+            self._sample_rng = as_generator(_sample_seed(self.random_state))
+        else:
+            state = self.state_
+            shift = online[1] if online is not None else data_mean(X, weights)
+        chunk = e_step(X, state, shift=shift, block_size=self.block_size, dtype=np.dtype(self.dtype), sample_weight=weights)
+        chunk_weight = float(X.shape[0]) if weights is None else float(weights.sum())
+        n_steps = self.n_steps_ if online is not None else 0
+        running = blend(
+            None if online is None else online[0], chunk, chunk_weight,
+            step_size(n_steps, float(self.learning_offset), float(self.learning_decay)),
+        )
+        self._set_state(m_step(running, self.reg_covar))
         self._online = (running, shift)
         self.n_steps_ = n_steps + 1
         self.converged_ = False

@@ -14,7 +14,7 @@ from fedgmm._convergence import EmptyComponentWarning
 from fedgmm._random import SeedLike, as_random_state
 from fedgmm.em.init import initial_state
 from fedgmm.em.mstep import m_step
-from fedgmm.em.stats import block_size_for, e_step, iter_blocks, linear_algebra_threads
+from fedgmm.em.stats import block_size_for, e_step, iter_blocks
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
 
@@ -220,40 +220,6 @@ def fit_em(
     -------
     FitResult
     """
-    with linear_algebra_threads(X.shape[1]):
-        best = _fit_restarts(
-            X, n_components, covariance_type, tol, reg_covar, max_iter, n_init, init_params,
-            weights_init, means_init, precisions_init, random_state, warm_start, dtype,
-            block_size, verbose, verbose_interval, sample_weight,
-        )
-    if warn_not_converged and not best.converged and max_iter > 0:
-        warnings.warn(NOT_CONVERGED_MESSAGE, ConvergenceWarning, stacklevel=2)
-    if warn_empty and max_iter > 0:
-        warn_empty_components(np.asarray(best.state.weights), float(X.shape[0]), stacklevel=5)
-    return best
-
-
-def _fit_restarts(
-    X: np.ndarray,
-    n_components: int,
-    covariance_type: CovarianceType,
-    tol: float,
-    reg_covar: float,
-    max_iter: int,
-    n_init: int,
-    init_params: str,
-    weights_init: np.ndarray | None,
-    means_init: np.ndarray | None,
-    precisions_init: np.ndarray | None,
-    random_state: SeedLike,
-    warm_start: tuple[MixtureState, float] | None,
-    dtype: np.dtype | type | None,
-    block_size: int | None,
-    verbose: int,
-    verbose_interval: int,
-    sample_weight: np.ndarray | None,
-) -> FitResult:
-    """:func:`fit_em`'s restarts (without its warnings): the best of ``n_init`` EM runs."""
     rs = as_random_state(random_state)
     shift = data_mean(X, sample_weight)
     n_runs = 1 if warm_start is not None else n_init
@@ -317,4 +283,8 @@ def _fit_restarts(
         if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
             best = result
     assert best is not None
+    if warn_not_converged and not best.converged and max_iter > 0:
+        warnings.warn(NOT_CONVERGED_MESSAGE, ConvergenceWarning, stacklevel=2)
+    if warn_empty and max_iter > 0:
+        warn_empty_components(np.asarray(best.state.weights), float(X.shape[0]), stacklevel=5)
     return best

@@ -10,6 +10,7 @@ from fedgmm.em.stats import (
     SufficientStatistics,
     block_size_for,
     iter_blocks,
+    linear_algebra_threads,
     statistics_from_responsibilities,
 )
 from fedgmm.exceptions import DegenerateCovarianceError
@@ -312,7 +313,8 @@ def initial_state(
         random_from_data weights unnormalised, which only shifts the first log-likelihood).
     """
     d = X.shape[1]
-    arrays = _initial_arrays(n_components, d, covariance_type, weights_init, means_init, precisions_init)
+    with linear_algebra_threads(d):  # inverts precisions_init, if given
+        arrays = _initial_arrays(n_components, d, covariance_type, weights_init, means_init, precisions_init)
     weights, means, covariances = arrays[0], arrays[1], arrays[3]
     del arrays  # the precisions are not needed past here: one (K, d, d) array less at large d
     if weights is None or means is None or covariances is None:
@@ -328,7 +330,8 @@ def initial_state(
             covariances = drawn.covariances
     # The covariances are this function's own (derived from precisions_init or drawn and
     # frozen): the state keeps them without a copy; weights and means may be the caller's.
-    return MixtureState.from_covariances(
-        np.array(weights, dtype=np.float64), np.array(means, dtype=np.float64), covariances, covariance_type,
-        owned=True,
-    )
+    with linear_algebra_threads(d):
+        return MixtureState.from_covariances(
+            np.array(weights, dtype=np.float64), np.array(means, dtype=np.float64), covariances, covariance_type,
+            owned=True,
+        )

@@ -172,10 +172,15 @@ def _component_threads(covariance_type: str, n_components: int, n_features: int,
     return max(1, min(get_num_threads(), n_components, int(flops // MIN_FLOPS_PER_THREAD)))
 
 
+def _blas_has_the_threads(covariance_type: str, n_components: int, n_features: int) -> bool:
+    """One component with a shared accumulator: nothing to split between our threads, so
+    the E-step runs in one and BLAS gets the threads allowed."""
+    return n_components == 1 and shared_accumulator(covariance_type, n_components, n_features)
+
+
 def _blas_limits(covariance_type: str, n_components: int, n_features: int) -> Any:
-    """:func:`_single_threaded_blas`, except for one component with a shared accumulator
-    (nothing to split between threads): then BLAS gets the threads allowed."""
-    if n_components == 1 and shared_accumulator(covariance_type, n_components, n_features):
+    """:func:`_single_threaded_blas`, except where :func:`_blas_has_the_threads`."""
+    if _blas_has_the_threads(covariance_type, n_components, n_features):
         # Explicit, not "no limit": the E-step may run inside :func:`linear_algebra_threads`.
         return _controller().limit(limits=get_num_threads(), user_api="blas")
     return _single_threaded_blas()
@@ -215,9 +220,9 @@ def _single_threaded_blas() -> Any:
 def _thread_bounds(n: int, covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
     """Row bounds of the E-step's threads: as many as the CPUs allow, each with at least
     :data:`MIN_FLOPS_PER_THREAD` of matrix-product work (so large-d shapes split even a
-    few hundred rows, and cheap ones keep thousands per thread). One thread where BLAS has
-    them instead (see :func:`_blas_limits`)."""
-    if n_components == 1 and shared_accumulator(covariance_type, n_components, n_features):
+    few hundred rows, and cheap ones keep thousands per thread). One thread where
+    :func:`_blas_has_the_threads`."""
+    if _blas_has_the_threads(covariance_type, n_components, n_features):
         return np.array([0, n])
     flops = kernel_row_flops(covariance_type, n_components, n_features)
     threads = max(1, min(get_num_threads(), int(n * flops // MIN_FLOPS_PER_THREAD)))

@@ -219,10 +219,9 @@ def run_federated_em(
         records.update(recs)
         privacy_spent.update({m.client_id: m.privacy for m in models if m.privacy is not None})
         screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation")
-        states = [m.state for m in screened.models if m.state is not None]
-        if local.epsilon is not None:
-            weak = weak_threshold(plan.init_count_noise())
-            states = [drop_weak_components(m.state, m.n_samples, weak) for m in screened.models if m.state is not None]
+        weak = None if local.epsilon is None else weak_threshold(plan.init_count_noise())
+        states = [m.state if weak is None else drop_weak_components(m.state, m.n_samples, weak)
+                  for m in screened.models if m.state is not None]  # fmt: skip
         try:
             union = union_mixture(states, screened.counts.tolist())
             state = init_from_union(union, n_components, covariance_type, server_rng(seed), reg_covar=reg_covar)
