@@ -35,3 +35,13 @@ def test_tol_is_read_as_round_tol_with_a_warning() -> None:
     with pytest.warns(FutureWarning, match="set 'round-tol' instead"):
         spec = RunSettings.from_run_config({**DEFAULTS, "tol": 1e-7}).spec
     assert spec.round_tol == 1e-7 and spec.fit_tol == DEFAULTS["fit-tol"]
+
+
+def test_max_rounds_zero_is_the_library_default_40_or_10_with_epsilon() -> None:
+    fedem = {**DEFAULTS, "algorithm": "fedem"}
+    assert DEFAULTS["max-rounds"] == 0
+    assert RunSettings.from_run_config(fedem).spec.max_rounds == 40
+    assert RunSettings.from_run_config({**fedem, "epsilon": 8.0, "clip-bound": 5.0}).spec.max_rounds == 10
+    assert RunSettings.from_run_config({**fedem, "epsilon": 8.0, "clip-bound": 5.0, "max-rounds": 3}).spec.max_rounds == 3
+    with pytest.raises(SettingsError, match="'max-rounds' must be >= 0"):
+        RunSettings.from_run_config({**fedem, "max-rounds": -1})

@@ -74,6 +74,20 @@ def test_federated_em_eps8_spends_at_most_8_per_client() -> None:
     assert np.isfinite(model.score(np.vstack(clients)))
 
 
+def test_the_default_round_limit_with_epsilon_is_the_measured_one() -> None:
+    # Under DP every round runs and the budget is split over them: the default limit is
+    # the 10 rounds the privacy figures were measured with, not the non-private 40.
+    clients = _clients()
+    default = FederatedEM(2, epsilon=8.0, clip_bound=6.0, random_state=0, dp_noise_seed=0).fit(clients)
+    explicit = FederatedEM(2, epsilon=8.0, max_rounds=10, clip_bound=6.0, random_state=0, dp_noise_seed=0).fit(clients)
+    assert default.max_rounds is None  # the parameter is left as given (scikit-learn's convention)
+    assert default.n_rounds_ == 10 and default.privacy_ is not None and default.privacy_["max_rounds"] == 10
+    np.testing.assert_array_equal(default.global_model_.means_, explicit.global_model_.means_)
+    assert default.privacy_spent_ == explicit.privacy_spent_
+    plain = FederatedEM(2, round_tol=0.0, random_state=0).fit(clients)
+    assert plain.n_rounds_ == 40  # without DP the limit stays 40
+
+
 def test_federated_em_eps8_finds_the_two_blobs() -> None:
     clients = _clients()
     model = FederatedEM(2, epsilon=8.0, max_rounds=10, clip_bound=6.0, random_state=0, dp_noise_seed=0).fit(clients)

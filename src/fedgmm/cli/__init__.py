@@ -346,7 +346,7 @@ def fit(
     method: str = typer.Option("fedgengmm", help="fedgengmm, fedem, hybrid or centralized."),
     components: int = typer.Option(10, help="Global number of components K."),
     covariance_type: str = typer.Option("full", help="full, tied, diag or spherical."),
-    local_components: str = typer.Option("auto", help="Clients' K: a number, a BIC range 'MIN-MAX', or auto (2 x components)."),
+    local_components: str = typer.Option("auto", help="Clients' K: a number, a BIC range 'MIN-MAX', or auto (4 x components)."),
     synthetic_size: float = typer.Option(5.0, help="FedGenGMM synthetic set, as a multiple of the rows."),
     rounds: int = typer.Option(40, help="Federated EM rounds (most), or the hybrid's rounds."),
     reg_covar: float = typer.Option(1e-6, help="Added to covariance diagonals."),

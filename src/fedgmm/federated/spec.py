@@ -28,6 +28,11 @@ INITS = ("kmeans++", "fedgengmm")
 DP_NOISE_MODES = ("local", "distributed")
 #: Default local K, as a multiple of the global K (see :func:`resolve_local_components`).
 DEFAULT_LOCAL_FACTOR = 4
+#: Federated EM's round limit without DP, and with ``epsilon`` set: under DP every round
+#: runs and the budget is split over them, so each round's noise grows with the limit;
+#: 10 is what the privacy benchmark and study measured (see :func:`default_max_rounds`).
+DEFAULT_MAX_ROUNDS = 40
+DP_MAX_ROUNDS = 10
 #: How the server turns the union into the global model: ``"sample"`` (the paper: sample
 #: the union, fit EM) or ``"reduce"`` (sample-free, :func:`fedgmm.federated.reduce.reduce_mixture`).
 AGGREGATIONS = ("sample", "reduce")
@@ -158,6 +163,13 @@ def parse_synthetic_size(value: object) -> float | int:
     return value  # type: ignore[return-value]
 
 
+def default_max_rounds(epsilon: float | None) -> int:
+    """Federated EM's round limit when the user gives none: :data:`DP_MAX_ROUNDS` with
+    ``epsilon`` set (the configuration the privacy figures were measured with), else
+    :data:`DEFAULT_MAX_ROUNDS`."""
+    return DEFAULT_MAX_ROUNDS if epsilon is None else DP_MAX_ROUNDS
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """Every hyper-parameter of one method run, checked once.
@@ -196,7 +208,8 @@ class MethodSpec:
     fit_tol : float
         Convergence tolerance of each EM fit (local, global, centralized).
     max_rounds : int
-        Most federated EM rounds.
+        Most federated EM rounds. The facades (:class:`~fedgmm.FederatedEM`, the Flower run
+        config) default it by :func:`default_max_rounds`: 40, or 10 with ``epsilon``.
     round_tol : float
         Federated EM stops when the federated mean log-likelihood changes by less.
     init : {"kmeans++", "fedgengmm"}
@@ -265,7 +278,7 @@ class MethodSpec:
     local_reg_covar: float | str | None = "auto"
     max_iter: int = 100
     fit_tol: float = 1e-3
-    max_rounds: int = 40
+    max_rounds: int = DEFAULT_MAX_ROUNDS
     round_tol: float = 1e-3
     init: str = "kmeans++"
     min_samples_per_component: int = DEFAULT_MIN_SAMPLES_PER_COMPONENT

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from fedgmm.datasets.partition import PARTITIONERS
-from fedgmm.federated.spec import AGGREGATIONS, DP_NOISE_MODES, INITS, LOCAL_REG_MODES, MethodSpec
+from fedgmm.federated.spec import (
+    AGGREGATIONS,
+    DP_NOISE_MODES,
+    INITS,
+    LOCAL_REG_MODES,
+    MethodSpec,
+    default_max_rounds,
+)
 from fedgmm.types import COVARIANCE_TYPES
 
 ALGORITHMS = ("fedgengmm", "fedem", "hybrid")
@@ -34,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "synthetic-size": _SPEC.synthetic_size,
     "max-iter": _SPEC.max_iter,
     "fit-tol": _SPEC.fit_tol,
-    "max-rounds": _SPEC.max_rounds,
+    "max-rounds": 0,  # 0: default_max_rounds(epsilon), 40 or 10 with epsilon
     "round-tol": _SPEC.round_tol,
     "tol": -1.0,
     "reg-covar": _SPEC.reg_covar,
@@ -351,7 +358,7 @@ class RunSettings:
             aggregation=get_str(cfg, "aggregation", choices=AGGREGATIONS),
             max_iter=get_int(cfg, "max-iter", low=1),
             fit_tol=get_float(cfg, "fit-tol", positive=True),
-            max_rounds=get_int(cfg, "max-rounds", low=1),
+            max_rounds=_max_rounds(cfg),
             round_tol=round_tol,
             init=get_str(cfg, "init", choices=INITS),
             min_samples_per_component=get_int(cfg, "min-samples-per-component", low=1),
@@ -419,6 +426,13 @@ def _delta(cfg: Mapping[str, Any]) -> float:
     if not 0 < delta < 1:
         raise SettingsError(f"run config 'delta' must be in (0, 1), got {delta}.")
     return delta
+
+
+def _max_rounds(cfg: Mapping[str, Any]) -> int:
+    """``max-rounds``; 0 (the default) is the library's: 40, or 10 with ``epsilon``
+    (:func:`~fedgmm.federated.spec.default_max_rounds`)."""
+    rounds = get_int(cfg, "max-rounds", low=0)
+    return rounds or default_max_rounds(_off_if_zero(cfg, "epsilon"))
 
 
 def _off_if_zero(cfg: Mapping[str, Any], key: str) -> float | None:

@@ -20,7 +20,7 @@ from fedgmm.federated.local import DEFAULT_MIN_SAMPLES_PER_COMPONENT
 from fedgmm.federated.private import guarantee
 from fedgmm.federated.private_rounds import fedem_guarantee
 from fedgmm.federated.robust import DEFAULT_MAX_CLIENT_WEIGHT
-from fedgmm.federated.spec import INITS, MethodSpec, parse_local_components
+from fedgmm.federated.spec import INITS, MethodSpec, default_max_rounds, parse_local_components
 from fedgmm.federated.transport import ClientRecord, CommunicationLog, client_rows, is_behaviour
 from fedgmm.gaussian_mixture import GaussianMixture
 from fedgmm.inprocess.transport import InProcessTransport
@@ -391,8 +391,9 @@ class FederatedEM(_FederatedDensity):
     ----------
     n_components : int, default=10
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
-    max_rounds : int, default=40
-        Most EM rounds.
+    max_rounds : int or None, default=None
+        Most EM rounds; None: 40, or 10 with ``epsilon`` (under DP every round runs and
+        the budget is split over them: 10 is the measured configuration).
     round_tol : float, default=1e-3
         Stop when the federated mean log-likelihood changes by less than this.
     fit_tol : float, default=1e-3
@@ -482,7 +483,7 @@ class FederatedEM(_FederatedDensity):
         n_components: int = 10,
         *,
         covariance_type: str = "full",
-        max_rounds: int = 40,
+        max_rounds: int | None = None,
         round_tol: float = 1e-3,
         fit_tol: float = 1e-3,
         init: str | MixtureState | GaussianMixture = "kmeans++",
@@ -559,9 +560,10 @@ class FederatedEM(_FederatedDensity):
         n_features = client_rows(data[0]).shape[1]
         if init_state is not None and init_state.n_features != n_features:
             raise ValueError(f"init has {init_state.n_features} features, the clients have {n_features}.")
+        max_rounds = default_max_rounds(self.epsilon) if self.max_rounds is None else self.max_rounds
         spec = MethodSpec(
             "fedem", n_components=self.n_components, covariance_type=self.covariance_type,  # type: ignore[arg-type]
-            max_rounds=self.max_rounds, round_tol=round_tol, fit_tol=fit_tol,
+            max_rounds=max_rounds, round_tol=round_tol, fit_tol=fit_tol,
             init=self.init if isinstance(self.init, str) else "kmeans++",
             local_components=parse_local_components(self.local_components),
             synthetic_size=self.synthetic_size, reg_covar=self.reg_covar, local_reg_covar=self.local_reg_covar,
@@ -590,7 +592,7 @@ class FederatedEM(_FederatedDensity):
         self.privacy_client_ids_ = sorted(result.privacy_spent)
         self.privacy_spent_ = [result.privacy_spent[c] for c in self.privacy_client_ids_]
         self.privacy_ = None if self.epsilon is None else fedem_guarantee(
-            self.epsilon, self.delta, self.max_rounds, self.dp_noise, self.dp_noise_seed
+            self.epsilon, self.delta, spec.max_rounds, self.dp_noise, self.dp_noise_seed
         )
         _set_feature_names(self, clients)
         _warn_exclusions(result.records)
