@@ -67,7 +67,7 @@ def test_deployment_gives_the_inprocess_models_and_bytes(tmp_path: Path, blobs_c
         for algorithm in ("fedgengmm", "fedem"):
             out = tmp_path / algorithm
             config = {**blobs_config, "algorithm": algorithm, "output-dir": str(out), "wait-timeout": 30.0,
-                      "round-timeout": 60.0, "max-rounds": 3, "tol": 1e-12}  # fmt: skip
+                      "round-timeout": 60.0, "max-rounds": 3, "round-tol": 1e-12}  # fmt: skip
             run_id = fed.submit(config)
             record = fed.wait(run_id, timeout=150, output_dir=out)  # status read with `flwr ls --format json`
             assert record["status"] == COMPLETED, record
@@ -80,7 +80,7 @@ def test_deployment_gives_the_inprocess_models_and_bytes(tmp_path: Path, blobs_c
 
 def test_killed_node_is_recorded_and_too_few_nodes_fail_the_run(tmp_path: Path, blobs_config: dict[str, Any]) -> None:
     broken = {"data-path": str(tmp_path / "missing.csv"), "client-id": 9}  # its handler raises every round
-    base = {**blobs_config, "algorithm": "fedem", "preprocessing": "standardize", "tol": 1e-12,
+    base = {**blobs_config, "algorithm": "fedem", "preprocessing": "standardize", "round-tol": 1e-12,
             "wait-timeout": 60.0, "round-timeout": 90.0, "min-replies": 2}  # fmt: skip
     with running(LocalFederation(tmp_path / "fed", [*partition_configs(), broken])) as fed:
         # 1. SIGKILL node 2 after the first EM round: the SuperLink reports it unavailable once its

@@ -170,3 +170,27 @@ def test_an_invalid_run_config_fails_with_a_summary(blobs_config: dict[str, Any]
         run_job(FakeGrid(nodes, config), config, run_id=4)
     summary = json.loads((Path(config["output-dir"]) / "summary.json").read_text())
     assert summary["status"] == "failed" and "fedsgd" in summary["error"] and summary["run_id"] == 4
+
+
+def test_summary_names_the_empty_components_of_the_global_fit() -> None:
+    """What the in-process FedGenGMM warns about (EmptyComponentWarning) is in summary.json's details."""
+    import warnings
+
+    from fedgmm.federated.dispatch import run_method
+    from fedgmm.federated.spec import MethodSpec
+    from fedgmm.flower.job import outcome_details
+    from fedgmm.inprocess.transport import InProcessTransport
+
+    rng = np.random.default_rng(0)
+    tight = [np.r_[rng.normal(size=(60, 2)) * 0.01, rng.normal(size=(60, 2)) * 0.01 + 5] for _ in range(3)]
+    details = {}
+    for k in (20, 2):
+        with warnings.catch_warnings(), InProcessTransport(tight) as transport:
+            warnings.simplefilter("ignore")
+            run = run_method(transport, MethodSpec("fedgengmm", n_components=k, local_components=2), 0)
+        details[k] = outcome_details(run)
+        json.dumps(details[k])  # JSON-ready
+    weights, rows = run.fedgengmm.global_model.weights_, run.fedgengmm.synthetic_size  # type: ignore[union-attr]
+    assert details[2]["empty_components"] == [] and all(w * rows >= 0.01 for w in weights)
+    empty = details[20]["empty_components"]
+    assert empty and all(isinstance(i, int) and 0 <= i < 20 for i in empty)  # two tight clusters cannot feed 20

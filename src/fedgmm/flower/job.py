@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from flwr.common.logger import log
 
+from fedgmm.em.fit import EMPTY_COMPONENT_ROWS, empty_components
 from fedgmm.em.stats import score_samples
 from fedgmm.exceptions import FederationError
 from fedgmm.federated.client import DOWNLOAD
@@ -99,9 +100,12 @@ def outcome_details(run: FederatedRun) -> dict[str, Any]:
     if run.fedem is None:
         res = run.fedgengmm
         assert res is not None
+        # What the in-process FedGenGMM warns about (EmptyComponentWarning), recorded here.
+        empty = empty_components(res.global_model.weights_, res.synthetic_size) if res.synthetic_size else []
         return {
             "synthetic_size": res.synthetic_size,
             "n_components": res.global_model.n_components,
+            "empty_components": empty,
             "local_components": {str(c): res.local_models[c][0].n_components for c in sorted(res.local_models)},
             "bic": {str(k): v for k, v in res.bic.items()},
             "privacy": privacy_record(run.spec.epsilon, run.spec.delta, res.privacy_spent, run.spec.dp_noise_seed),
@@ -271,6 +275,10 @@ def run_job(grid: GridLike, run_config: Mapping[str, Any], run_id: int = 0) -> d
         used = sum(1 for r in outcome.records.values() if r.status == "ok" and r.client_id != AGGREGATE_CLIENT_ID)
         summary.update(_traffic(comm))
         summary.update(outcome.details)
+        if outcome.details.get("empty_components"):
+            log(logging.WARNING, "fedgmm: the global fit's component(s) %s are empty (less than %g of a synthetic "
+                "row's weight): fewer components would fit the data as well", outcome.details["empty_components"],
+                EMPTY_COMPONENT_ROWS)
         summary["clients"] = _records(outcome.records, transport)
         summary["clients_used"] = used
         pre = summary.get("preprocessing_communication", {})
