@@ -85,12 +85,14 @@ def precision_cholesky_from_covariances(
     if covariance_type in ("full", "tied"):
         stack = covariances if covariance_type == "full" else covariances[None]
         k, d = stack.shape[0], stack.shape[-1]
+        if covariance_type == "tied":
+            return _precision_cholesky_stack(stack)[0]
         out = np.empty_like(stack)
         # Batched over a few components at a time: per-matrix calls cost ~25 µs each in
         # overhead, and batching all K would add (K, d, d) temporaries (memory at large d).
         for chunk in component_chunks(k, d):
             out[chunk] = _precision_cholesky_stack(stack[chunk])
-        return out if covariance_type == "full" else out[0]
+        return out
     if np.any(covariances <= 0.0):
         raise DegenerateCovarianceError(ILL_DEFINED_MESSAGE)
     return 1.0 / np.sqrt(covariances)
@@ -145,6 +147,27 @@ def precisions_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: s
     return _PRECISIONS_FROM_CHOLESKY[covariance_type](precisions_cholesky)
 
 
+#: Numbers per row band of the band-wise ``d × d`` helpers below: whole-matrix temporaries
+#: at d = 2000 are 30 MiB each, and they set the peak of a fit's initialisation.
+_BAND_ELEMENTS = 1 << 18
+
+
+def _bands(d: int) -> list[slice]:
+    step = max(1, _BAND_ELEMENTS // max(1, d))
+    return [slice(lo, lo + step) for lo in range(0, d, step)]
+
+
+def _close_to_transpose(mat: np.ndarray, rtol: float, atol: float) -> bool:
+    """``np.allclose(mat, mat.T)`` for a ``(d, d)`` matrix, a band of rows at a time."""
+    return all(np.allclose(mat[band], mat[:, band].T, rtol=rtol, atol=atol) for band in _bands(mat.shape[0]))
+
+
+def _mirror_lower(mat: np.ndarray) -> None:
+    """Copy the lower triangle of a ``(d, d)`` matrix onto its upper one, in place."""
+    for i in range(mat.shape[0] - 1):
+        mat[i, i + 1 :] = mat[i + 1 :, i]
+
+
 def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
     """Invert precisions given by the user (``precisions_init``) into covariances.
 
@@ -160,7 +183,7 @@ def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) ->
         stack = precisions if covariance_type == "full" else precisions[None]
         out = np.empty_like(stack)
         for k, prec in enumerate(stack):
-            if not np.allclose(prec, prec.T, rtol=1e-8, atol=1e-12):
+            if not _close_to_transpose(prec, rtol=1e-8, atol=1e-12):
                 raise DegenerateCovarianceError(f"precision matrix {k} is not symmetric.")
             # Σ = Λ⁻¹ from Λ's Cholesky factor (potrf + potri: d³ flops in all, no d × d
             # identity solve and product).
@@ -170,7 +193,8 @@ def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) ->
             inv, info = lapack.dpotri(chol, lower=1, overwrite_c=1)
             if info != 0:
                 raise DegenerateCovarianceError(f"precision matrix {k} is not positive definite.")
-            out[k] = np.tril(inv) + np.tril(inv, -1).T
+            _mirror_lower(inv)
+            out[k] = inv
         return out if covariance_type == "full" else out[0]
     if np.any(precisions <= 0.0):
         raise DegenerateCovarianceError("precisions must be positive.")
@@ -386,6 +410,8 @@ def validate_parameters(
         stack = covariances if covariance_type == "full" else covariances[None]
         for chunk in component_chunks(stack.shape[0], d):
             part = stack[chunk]
-            scale = np.max(np.abs(part), axis=(1, 2), keepdims=True)
-            if np.any(np.abs(part - np.swapaxes(part, 1, 2)) > 1e-8 * np.maximum(scale, 1e-300)):
-                raise ValueError("covariance matrices must be symmetric.")
+            scale = np.maximum(np.max(part, axis=(1, 2)), -np.min(part, axis=(1, 2)))[:, None, None]
+            tol = 1e-8 * np.maximum(scale, 1e-300)
+            for band in _bands(d):  # not whole-matrix differences: memory at large d
+                if np.any(np.abs(part[:, band] - np.swapaxes(part[:, :, band], 1, 2)) > tol):
+                    raise ValueError("covariance matrices must be symmetric.")

@@ -57,9 +57,19 @@ def m_step(stats: SufficientStatistics, reg_covar: float, *, overwrite: bool = F
                 cov[k] *= 0.5
         cov.reshape(cov.shape[0], -1)[:, :: d + 1] += reg_covar
     elif ctype == "tied":
-        cov = (stats.sxx - (nk[:, None] * mu).T @ mu) / nk.sum()
-        cov = 0.5 * (cov + cov.T)
-        cov[np.arange(d), np.arange(d)] += reg_covar
+        # In place as for full: at d = 2000 every (d, d) temporary is 30 MiB.
+        sxx = stats.sxx
+        owned = overwrite and sxx.dtype == np.float64 and sxx.flags.c_contiguous and sxx.flags.writeable
+        cov = sxx if owned else np.array(sxx, dtype=np.float64)
+        weighted = nk[:, None] * mu
+        for lo in range(0, d, max(1, (1 << 18) // d)):  # Σ N_k μ̃_k μ̃_kᵀ a band of rows at a time
+            band = slice(lo, lo + max(1, (1 << 18) // d))
+            cov[band] -= weighted[:, band].T @ mu
+        cov /= nk.sum()
+        if not np.array_equal(cov, cov.T):
+            cov += cov.T.copy()
+            cov *= 0.5
+        cov.flat[:: d + 1] += reg_covar
     elif ctype == "diag":
         cov = stats.sxx / nk[:, None] - mu**2 + reg_covar
     else:

@@ -13,6 +13,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from fedgmm.em.kernels import (
+    TIED_SHARED_ACCUMULATOR_BYTES,
     BlockKernel,
     FullFactorKernel,
     make_kernel,
@@ -173,8 +174,13 @@ def _component_threads(covariance_type: str, n_components: int, n_features: int,
 
 
 def _blas_has_the_threads(covariance_type: str, n_components: int, n_features: int) -> bool:
-    """One component with a shared accumulator: nothing to split between our threads, so
-    the E-step runs in one and BLAS gets the threads allowed."""
+    """One component with a shared accumulator, or a tied covariance whose ``(d, d)``
+    accumulator is above :data:`~fedgmm.em.kernels.TIED_SHARED_ACCUMULATOR_BYTES`: nothing to
+    split between our threads without a second accumulator (tied d = 2000: 30 MiB each),
+    and the block work is ``d × d`` products a multi-threaded BLAS splits well, so the
+    E-step runs in one thread and BLAS gets the threads allowed."""
+    if covariance_type == "tied":
+        return 8 * n_features * n_features > TIED_SHARED_ACCUMULATOR_BYTES
     return n_components == 1 and shared_accumulator(covariance_type, n_components, n_features)
 
 
