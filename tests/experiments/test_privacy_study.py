@@ -64,6 +64,16 @@ def test_epsilon_sweep_makes_private_and_plain_variants(tmp_path: Path) -> None:
     assert cell_key(config, cell, fedgen[1]) != cell_key(no_holdout, cell, method_variants(no_holdout, "fedgengmm")[1])
 
 
+def test_a_private_study_without_max_rounds_gets_the_librarys_dp_default(tmp_path: Path) -> None:
+    # FederatedEM(epsilon=...) defaults to 10 rounds (the measured configuration): so does a
+    # study that sweeps ε and sets none, for its ε = ∞ runs too; one that sets it keeps it.
+    unset = load_config(write(tmp_path, TINY.replace("max_rounds = 4\n", "")))
+    assert [v.spec.max_rounds for v in method_variants(unset, "fedem")] == [10] * len(method_variants(unset, "fedem"))
+    assert {v.spec.max_rounds for v in method_variants(load_config(write(tmp_path, TINY)), "fedem")} == {4}
+    plain = TINY.replace("max_rounds = 4\n", "").replace("epsilon = [1.0, inf]", "")
+    assert {v.spec.max_rounds for v in method_variants(load_config(write(tmp_path, plain)), "fedem")} == {40}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import tomllib
 import warnings
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from fedgmm.datasets.partition import PARTITIONERS
 from fedgmm.federated.spec import (
     BASELINES,
+    DP_MAX_ROUNDS,
     LOCAL_REG_MODES,
     METHODS,
     MethodSpec,
@@ -307,6 +309,12 @@ def parse_config(data: dict[str, Any], *, where: str = "<config>", profile: str 
             sweep[key] = tuple(_local_components(v, where) for v in values)
         else:
             sweep[key] = tuple(values)
+    private = model.spec.epsilon is not None or any(not math.isinf(float(e)) for e in sweep.get("epsilon", ())
+                                                   if isinstance(e, int | float) and not isinstance(e, bool))
+    if private and "max_rounds" not in data.get("model", {}):
+        # The library's default with ε (FederatedEM, Flower: default_max_rounds), for every
+        # run of the study, ε = ∞ included, so its private and plain runs stay comparable.
+        model = replace(model, spec=replace(model.spec, max_rounds=DP_MAX_ROUNDS))
     contamination = ContaminationConfig(**data.get("contamination", {}))
     attack = AttackConfig(**data.get("attack", {}))
     _check_attacks(where, (attack.kind, *sweep.get("attack", ())), (attack.fraction, *sweep.get("attack_fraction", ())),
