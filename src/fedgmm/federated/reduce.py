@@ -129,10 +129,13 @@ class _Union:
         ``rows`` (and a ``±1`` ``sign`` per row) restricts the sums to those components:
         the change of the sums when they move. Cost ``O(|rows| d²)``.
         """
-        rows = np.arange(self.n) if rows is None else rows
-        w = self.w[rows] if sign is None else self.w[rows] * sign
-        wr = sparse.csr_matrix((w, (labels, np.arange(rows.size))), shape=(k, rows.size))
-        return np.asarray(wr.sum(axis=1)).ravel(), np.asarray(wr @ self.mu[rows]), np.asarray(wr @ self.m2[rows])
+        if rows is None:  # all components: no gathered copy of the (N, d(d+1)/2) moments
+            w, mu, m2 = self.w, self.mu, self.m2
+        else:
+            w = self.w[rows] if sign is None else self.w[rows] * sign
+            mu, m2 = self.mu[rows], self.m2[rows]
+        wr = sparse.csr_matrix((w, (labels, np.arange(w.size))), shape=(k, w.size))
+        return np.asarray(wr.sum(axis=1)).ravel(), np.asarray(wr @ mu), np.asarray(wr @ m2)
 
     def from_sums(
         self, mass: np.ndarray, smu: np.ndarray, sm2: np.ndarray, reg_covar: float, covariance_type: CovarianceType
@@ -186,7 +189,10 @@ def _initial_labels(union: _Union, k: int, rng: np.random.Generator) -> np.ndarr
     """Weighted k-means++ seeds over the union's means; each component joins its nearest seed."""
     seed = int(rng.integers(0, 2**31 - 1))
     _, idx = kmeans_plusplus(union.mu, k, sample_weight=union.w, random_state=seed)
-    dist = ((union.mu[:, None, :] - union.mu[idx][None, :, :]) ** 2).sum(axis=2)
+    # One seed at a time: the same sums as over an (N, k, d) difference, without it.
+    dist = np.empty((union.n, k))
+    for j, i in enumerate(idx):
+        dist[:, j] = np.square(union.mu - union.mu[i]).sum(axis=1)
     labels = dist.argmin(axis=1)
     labels[idx] = np.arange(k)  # a seed's own component keeps its group non-empty
     return labels
