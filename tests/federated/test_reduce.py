@@ -89,3 +89,62 @@ def test_rejects_bad_arguments() -> None:
         reduce_mixture(union, 0)
     with pytest.raises(ValueError, match="virtual_samples"):
         reduce_mixture(union, 3, method="hem", virtual_samples=np.ones(2))
+
+
+def _random_union(seed: int, n_clients: int = 12, k: int = 6, d: int = 4) -> MixtureState:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(4, d))
+    states = []
+    for _ in range(n_clients):
+        a = rng.normal(size=(k, d, d)) / np.sqrt(d)
+        states.append(MixtureState.from_covariances(
+            rng.dirichlet(np.ones(k)), centres[rng.integers(4, size=k)] + rng.normal(scale=0.5, size=(k, d)),
+            a @ a.transpose(0, 2, 1) + 0.1 * np.eye(d), "full"))
+    return union_mixture(states, list(rng.integers(50, 500, size=n_clients)))
+
+
+def test_mm_result_is_a_fixed_point_of_the_direct_iteration() -> None:
+    """Each kept component is the moment match of the union components whose KL to it,
+    computed directly (inverse and log-determinant per pair), is least."""
+    union = _random_union(4)
+    out = reduce_mixture(union, 4, method="mm", n_init=3, reg_covar=1e-3, seed=1)
+    assert out.converged
+    red, d = out.state, union.n_features
+    kl = np.empty((union.n_components, 4))
+    for j in range(4):
+        prec = np.linalg.inv(red.covariances[j])
+        logdet_j = np.linalg.slogdet(red.covariances[j])[1]
+        for i in range(union.n_components):
+            diff = union.means[i] - red.means[j]
+            kl[i, j] = 0.5 * (np.trace(prec @ union.covariances[i]) + diff @ prec @ diff
+                              + logdet_j - np.linalg.slogdet(union.covariances[i])[1] - d)
+    direct = merge_components(union, kl.argmin(axis=1), 4, "full", reg_covar=1e-3)
+    np.testing.assert_allclose(red.weights, direct.weights, rtol=1e-10)
+    np.testing.assert_allclose(red.means, direct.means, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(red.covariances, direct.covariances, rtol=1e-10, atol=1e-10)
+    # The objective, up to the union's own constant: Σ_i w_i min_j KL_ij (its trace term in float32).
+    const = 0.5 * float(union.weights @ (np.linalg.slogdet(union.covariances)[1] + d))
+    assert out.objective - const == pytest.approx(float(union.weights @ kl.min(axis=1)), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mm", "hem"])
+def test_threaded_restarts_give_the_serial_result(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedgmm.em import stats
+    from fedgmm.federated import reduce as reduce_module
+
+    union = _random_union(5)
+    monkeypatch.setattr(reduce_module, "MIN_FLOPS_PER_THREAD", 1e-9)  # thread even this small reduction
+    kwargs = dict(method=method, n_init=6, seed=3, virtual_samples=1000.0)
+    try:
+        stats.set_num_threads(1)
+        assert reduce_module._restart_threads(union.n_components, 10, 6, 6) == 1
+        serial = reduce_mixture(union, 6, **kwargs)  # type: ignore[arg-type]
+        stats.set_num_threads(3)
+        assert reduce_module._restart_threads(union.n_components, 10, 6, 6) == 3
+        threaded = reduce_mixture(union, 6, **kwargs)  # type: ignore[arg-type]
+    finally:
+        stats.set_num_threads(None)
+    assert serial.objectives == threaded.objectives
+    np.testing.assert_array_equal(serial.state.means, threaded.state.means)
+    np.testing.assert_array_equal(serial.state.covariances, threaded.state.covariances)
+    assert len(set(serial.objectives)) > 1  # the restarts differ, so their order matters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,6 +10,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.cluster import kmeans_plusplus
 
+from fedgmm.em.stats import MIN_FLOPS_PER_THREAD, get_num_threads
 from fedgmm.federated.union import full_covariances
 from fedgmm.mixture import MixtureState
 from fedgmm.types import CovarianceType
@@ -109,7 +111,9 @@ class _Union:
         self.n, self.d = means.shape
         self.iu, self.ju = np.triu_indices(self.d)
         # Second moments about the shift, Σ_i + μ̃_i μ̃_iᵀ, upper triangle (N, d(d+1)/2).
-        self.m2 = np.ascontiguousarray(covs[:, self.iu, self.ju] + self.mu[:, self.iu] * self.mu[:, self.ju])
+        flat = self.iu * self.d + self.ju  # a take along one axis is cheaper than a 2-D gather
+        self.m2 = np.take(covs.reshape(self.n, -1), flat, axis=1)
+        self.m2 += np.take(self.mu, self.iu, axis=1) * np.take(self.mu, self.ju, axis=1)
         # tr(P M) = Σ_{i≤j} c_ij P_ij M_ij with c = 1 on the diagonal, 2 off it.
         self.tri_weight = np.where(self.iu == self.ju, 1.0, 2.0)
         self._m2_single: np.ndarray | None = None
@@ -129,10 +133,13 @@ class _Union:
         ``rows`` (and a ``±1`` ``sign`` per row) restricts the sums to those components:
         the change of the sums when they move. Cost ``O(|rows| d²)``.
         """
-        rows = np.arange(self.n) if rows is None else rows
-        w = self.w[rows] if sign is None else self.w[rows] * sign
-        wr = sparse.csr_matrix((w, (labels, np.arange(rows.size))), shape=(k, rows.size))
-        return np.asarray(wr.sum(axis=1)).ravel(), np.asarray(wr @ self.mu[rows]), np.asarray(wr @ self.m2[rows])
+        if rows is None:  # all components: no gathered copy of the (N, d(d+1)/2) moments
+            w, mu, m2 = self.w, self.mu, self.m2
+        else:
+            w = self.w[rows] if sign is None else self.w[rows] * sign
+            mu, m2 = self.mu[rows], self.m2[rows]
+        wr = sparse.csr_matrix((w, (labels, np.arange(w.size))), shape=(k, w.size))
+        return np.asarray(wr.sum(axis=1)).ravel(), np.asarray(wr @ mu), np.asarray(wr @ m2)
 
     def from_sums(
         self, mass: np.ndarray, smu: np.ndarray, sm2: np.ndarray, reg_covar: float, covariance_type: CovarianceType
@@ -182,11 +189,13 @@ class _Union:
         return costs
 
 
-def _initial_labels(union: _Union, k: int, rng: np.random.Generator) -> np.ndarray:
+def _initial_labels(union: _Union, k: int, seed: int) -> np.ndarray:
     """Weighted k-means++ seeds over the union's means; each component joins its nearest seed."""
-    seed = int(rng.integers(0, 2**31 - 1))
     _, idx = kmeans_plusplus(union.mu, k, sample_weight=union.w, random_state=seed)
-    dist = ((union.mu[:, None, :] - union.mu[idx][None, :, :]) ** 2).sum(axis=2)
+    # One seed at a time: the same sums as over an (N, k, d) difference, without it.
+    dist = np.empty((union.n, k))
+    for j, i in enumerate(idx):
+        dist[:, j] = np.square(union.mu - union.mu[i]).sum(axis=1)
     labels = dist.argmin(axis=1)
     labels[idx] = np.arange(k)  # a seed's own component keeps its group non-empty
     return labels
@@ -280,6 +289,13 @@ def _run_hem(
     return params, objective, n_iter, converged
 
 
+def _restart_threads(n: int, n_tri: int, k: int, n_init: int) -> int:
+    """Threads for the restarts: at most :func:`~fedgmm.em.stats.get_num_threads` and
+    ``n_init``, one per :data:`~fedgmm.em.stats.MIN_FLOPS_PER_THREAD` of one cost GEMM
+    (``N × d(d+1)/2 × K``), so small reductions stay serial."""
+    return max(1, min(get_num_threads(), n_init, int(n * n_tri * k // MIN_FLOPS_PER_THREAD)))
+
+
 def reduce_mixture(
     union: MixtureState,
     n_components: int,
@@ -297,7 +313,9 @@ def reduce_mixture(
     """Reduce a mixture of N components to ``n_components`` from its parameters only.
 
     Deterministic for a given ``seed``; its cost is ``O(n_init · max_iter · N · K · d²)``,
-    independent of how many rows the clients hold or claim.
+    independent of how many rows the clients hold or claim. The restarts run in up to
+    :func:`~fedgmm.em.stats.get_num_threads` Python threads when one cost GEMM is large
+    enough (:func:`_restart_threads`); the result does not depend on the thread count.
 
     Parameters
     ----------
@@ -369,14 +387,28 @@ def reduce_mixture(
         if virtual.shape != (data.n,) or np.any(virtual <= 0):
             raise ValueError("virtual_samples must be a positive total or one positive count per component.")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    # Every restart's k-means++ seed drawn up front, in order: the restarts are then
+    # independent and may run in threads (numpy, BLAS and scipy's sparse products release
+    # the GIL); their results are gathered in start order, so nothing depends on timing.
+    start_seeds = [int(rng.integers(0, 2**31 - 1)) for _ in range(n_init)]
+    if method == "mm":
+        data.m2_single  # noqa: B018 - made once here, not raced for by the threads
+
+    def restart(start_seed: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, int, bool]:
+        labels = _initial_labels(data, n_components, start_seed)
+        if method == "mm":
+            return _run_mm(data, n_components, labels, reg_covar, ctype, max_iter, tol)
+        return _run_hem(data, n_components, labels, virtual, reg_covar, ctype, max_iter, tol)
+
+    threads = _restart_threads(data.n, data.iu.size, n_components, n_init)
+    if threads > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="fedgmm-reduce") as pool:
+            runs = list(pool.map(restart, start_seeds))
+    else:
+        runs = [restart(s) for s in start_seeds]
     best: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, int, bool] | None = None
     objectives = []
-    for _ in range(n_init):
-        labels = _initial_labels(data, n_components, rng)
-        if method == "mm":
-            run = _run_mm(data, n_components, labels, reg_covar, ctype, max_iter, tol)
-        else:
-            run = _run_hem(data, n_components, labels, virtual, reg_covar, ctype, max_iter, tol)
+    for run in runs:
         objectives.append(run[1])
         if best is None or run[1] < best[1]:
             best = run
