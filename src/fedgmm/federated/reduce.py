@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 from sklearn.cluster import kmeans_plusplus
+from threadpoolctl import threadpool_limits
 
 from fedgmm.em.stats import MIN_FLOPS_PER_THREAD, get_num_threads
 from fedgmm.federated.union import full_covariances
@@ -402,7 +403,11 @@ def reduce_mixture(
 
     threads = _restart_threads(data.n, data.iu.size, n_components, n_init)
     if threads > 1:
-        with ThreadPoolExecutor(threads, thread_name_prefix="fedgmm-reduce") as pool:
+        # BLAS in one thread under ours: a multi-threaded BLAS inside each restart only
+        # oversubscribes the cores (see fedgmm.em.stats._single_threaded_blas).
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
+            threads, thread_name_prefix="fedgmm-reduce"
+        ) as pool:
             runs = list(pool.map(restart, start_seeds))
     else:
         runs = [restart(s) for s in start_seeds]
