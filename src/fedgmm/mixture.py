@@ -152,18 +152,21 @@ def precisions_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: s
 _BAND_ELEMENTS = 1 << 18
 
 
-def _bands(d: int) -> list[slice]:
+def row_bands(d: int) -> list[slice]:
+    """Slices of the rows of a ``(d, d)`` matrix, each band at most ~2**18 numbers: for
+    band-wise ``d × d`` work with bounded temporaries."""
     step = max(1, _BAND_ELEMENTS // max(1, d))
     return [slice(lo, lo + step) for lo in range(0, d, step)]
 
 
 def _close_to_transpose(mat: np.ndarray, rtol: float, atol: float) -> bool:
     """``np.allclose(mat, mat.T)`` for a ``(d, d)`` matrix, a band of rows at a time."""
-    return all(np.allclose(mat[band], mat[:, band].T, rtol=rtol, atol=atol) for band in _bands(mat.shape[0]))
+    return all(np.allclose(mat[band], mat[:, band].T, rtol=rtol, atol=atol) for band in row_bands(mat.shape[0]))
 
 
-def _mirror_lower(mat: np.ndarray) -> None:
-    """Copy the lower triangle of a ``(d, d)`` matrix onto its upper one, in place."""
+def mirror_lower(mat: np.ndarray) -> None:
+    """Copy the lower triangle of a ``(d, d)`` matrix onto its upper one, in place (no
+    ``(d, d)`` temporaries)."""
     for i in range(mat.shape[0] - 1):
         mat[i, i + 1 :] = mat[i + 1 :, i]
 
@@ -193,7 +196,7 @@ def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) ->
             inv, info = lapack.dpotri(chol, lower=1, overwrite_c=1)
             if info != 0:
                 raise DegenerateCovarianceError(f"precision matrix {k} is not positive definite.")
-            _mirror_lower(inv)
+            mirror_lower(inv)
             out[k] = inv
         return out if covariance_type == "full" else out[0]
     if np.any(precisions <= 0.0):
@@ -412,6 +415,6 @@ def validate_parameters(
             part = stack[chunk]
             scale = np.maximum(np.max(part, axis=(1, 2)), -np.min(part, axis=(1, 2)))[:, None, None]
             tol = 1e-8 * np.maximum(scale, 1e-300)
-            for band in _bands(d):  # not whole-matrix differences: memory at large d
+            for band in row_bands(d):  # not whole-matrix differences: memory at large d
                 if np.any(np.abs(part[:, band] - np.swapaxes(part[:, :, band], 1, 2)) > tol):
                     raise ValueError("covariance matrices must be symmetric.")

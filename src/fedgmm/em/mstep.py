@@ -6,7 +6,7 @@ import numpy as np
 
 from fedgmm.em.stats import SufficientStatistics, linear_algebra_threads
 from fedgmm.exceptions import DegenerateCovarianceError
-from fedgmm.mixture import ILL_DEFINED_MESSAGE, MixtureState
+from fedgmm.mixture import ILL_DEFINED_MESSAGE, MixtureState, row_bands
 
 #: Added to every N_k, as scikit-learn does, so an empty component stays finite.
 NK_EPS = 10.0 * np.finfo(np.float64).eps
@@ -62,8 +62,7 @@ def m_step(stats: SufficientStatistics, reg_covar: float, *, overwrite: bool = F
         owned = overwrite and sxx.dtype == np.float64 and sxx.flags.c_contiguous and sxx.flags.writeable
         cov = sxx if owned else np.array(sxx, dtype=np.float64)
         weighted = nk[:, None] * mu
-        for lo in range(0, d, max(1, (1 << 18) // d)):  # Σ N_k μ̃_k μ̃_kᵀ a band of rows at a time
-            band = slice(lo, lo + max(1, (1 << 18) // d))
+        for band in row_bands(d):  # Σ N_k μ̃_k μ̃_kᵀ a band of rows at a time
             cov[band] -= weighted[:, band].T @ mu
         cov /= nk.sum()
         if not np.array_equal(cov, cov.T):
