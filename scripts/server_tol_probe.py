@@ -5,11 +5,13 @@
 
 Per (α, seed) cell of issue 9's first regime (benchmarks/oneshot_acceptance.py ``r1``:
 Fashion-MNIST, 20 clients, 16 dims, K = 20, held-back rows), fits ``FedGenGMM(K,
-random_state=seed)`` twice: at the library's defaults, and with only the server's global
-EM fits (every start) given ``tol`` and ``max_iter`` — the local fits are unchanged. Prints the
-gap to ``GaussianMixture(K, n_init=3)`` on the pooled rows (nats/sample), the AUC-PR drop
-and the wall time of each fit. A probe, not a default: the estimator has no separate server
-tolerance, so the server's GaussianMixture is patched here for the second fit.
+random_state=seed)`` twice: at the library's defaults (every start to ``fit_tol``, the best
+run on to ``server_tol``), and with every start of the server's global EM fit given ``tol`` and
+``max_iter`` — the local fits are unchanged. Prints the
+gap to ``GaussianMixture(K, n_init=3)`` on the pooled rows (nats/sample; and in brackets to
+the same centralized fit run to ``tol`` / ``max_iter``), the AUC-PR drop
+and the wall time of each fit. The server's GaussianMixture is patched here for the
+second fit (the library runs only the best start on: nearly the same gain for ~10 % of the time).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def main() -> None:
             clients = [tf.apply(X) for X in cell.clients]
             X_test, X_ood = tf.apply(cell.X_test), tf.apply(cell.X_ood)
             central = GaussianMixture(k, n_init=3, random_state=seed).fit(np.vstack(clients))
+            tight_central = GaussianMixture(
+                k, n_init=3, random_state=seed, tol=args.tol, max_iter=args.max_iter
+            ).fit(np.vstack(clients))
             parts = []
             for name, factory in (("default", base), (f"server tol {args.tol:g}", tight)):
                 server_module.GaussianMixture = factory  # type: ignore[misc,assignment]
@@ -68,9 +73,13 @@ def main() -> None:
                         est = FedGenGMM(k, random_state=seed).fit(clients)
                 finally:
                     server_module.GaussianMixture = base  # type: ignore[misc]
+                elapsed = time.perf_counter() - t
                 gap = central.score(X_test) - est.score(X_test)
+                tight_gap = tight_central.score(X_test) - est.score(X_test)
                 drop = oa.auc_pr(central, X_test, X_ood) - oa.auc_pr(est, X_test, X_ood)
-                parts.append(f"{name}: gap {gap:.3f} AUC-PR drop {drop:.3f} ({time.perf_counter() - t:.0f} s)")
+                parts.append(
+                    f"{name}: gap {gap:.3f} (vs tight centralized {tight_gap:.3f}) AUC-PR drop {drop:.3f} ({elapsed:.0f} s)"
+                )
             print(f"alpha {alpha:g} seed {seed}: " + " | ".join(parts), flush=True)
 
 

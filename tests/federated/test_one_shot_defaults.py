@@ -124,3 +124,19 @@ def test_heldout_selection_on_a_tiny_client_degrades_with_a_clear_record(blob_da
     assert "only 15 rows" in tiny.reason and "no held-out choice" in tiny.reason
     assert fg.local_models_[1].n_components == 3  # K capped at 15 // 5
     assert fg.client_records_[0].reason.startswith("held-out selection: K=")
+
+
+def test_the_best_global_start_runs_on_to_server_tol(iid_clients) -> None:
+    spec = MethodSpec("fedgengmm", n_components=3)
+    assert (spec.server_tol, spec.server_max_iter) == (1e-5, 500)
+    assert spec.global_settings().server_tol == 1e-5 and spec.centralized_fit() == (1e-5, 600)
+    loose = FedGenGMM(3, random_state=0, server_max_iter=0).fit(iid_clients)
+    tight = FedGenGMM(3, random_state=0).fit(iid_clients)
+    assert loose.synthetic_size_ == tight.synthetic_size_  # the same synthetic set, one more EM run on it
+    # Running on from the chosen start is EM: the bound on the synthetic set never drops.
+    assert tight.global_model_.lower_bound_ >= loose.global_model_.lower_bound_ - 1e-12
+    assert tight.global_model_.n_iter_ >= 1
+    with pytest.raises(ValueError, match="server_max_iter"):
+        MethodSpec("fedgengmm", server_max_iter=-1)
+    with pytest.raises(ValueError, match="server_tol"):
+        MethodSpec("fedgengmm", server_tol=-1.0)

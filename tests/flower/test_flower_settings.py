@@ -24,6 +24,11 @@ def test_one_shot_keys_follow_the_spec() -> None:
            "local-components-list": "2,2,20-30"}
     spec = RunSettings.from_run_config(cfg).spec
     assert (spec.aggregation, spec.n_init, spec.local_reg_covar) == ("reduce", 5, "heldout")
+    run_on = RunSettings.from_run_config({**DEFAULTS, "server-tol": 1e-7, "server-max-iter": 0}).spec
+    assert (run_on.server_tol, run_on.server_max_iter) == (1e-7, 0)
+    assert (run_on.global_settings().server_tol, run_on.global_settings().server_max_iter) == (1e-7, 0)
+    with pytest.raises(SettingsError, match="'server-max-iter'"):
+        RunSettings.from_run_config({**DEFAULTS, "server-max-iter": -1})
     assert spec.local_settings().per_client == ((2, 2), (2, 2), (20, 30))
     with pytest.raises(SettingsError, match="not both"):
         RunSettings.from_run_config({**cfg, "local-components-min": 2, "local-components-max": 2})

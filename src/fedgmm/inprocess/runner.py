@@ -99,9 +99,10 @@ def run_inprocess(
         clients = [transform.apply(X) if np.asarray(X).shape[0] else np.empty((0, transform.n_features_out)) for X in clients]
     if spec.method == "centralized":
         t = time.perf_counter()
+        tol, max_iter = spec.centralized_fit()
         model = centralized_model(
             clients, n_components=spec.fixed_k(), covariance_type=spec.covariance_type, reg_covar=spec.reg_covar,
-            max_iter=spec.max_iter, tol=spec.fit_tol, n_init=spec.n_init, seed=seed,
+            max_iter=max_iter, tol=tol, n_init=spec.n_init, seed=seed,
         )
         run = MethodRun(spec, model, server_seconds=time.perf_counter() - t, extra={"n_iter": model.n_iter_})
     elif spec.method == "local":
