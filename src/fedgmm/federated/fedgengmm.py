@@ -16,6 +16,7 @@ from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.federated.client import FIT_LOCAL, local_fit_config
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import LocalModelReply, decode_local_model, encode_request
+from fedgmm.federated.private import upload_count_noise
 from fedgmm.federated.reduce import reduce_mixture
 from fedgmm.federated.robust import (
     DEFAULT_MAX_COUNT_RATIO,
@@ -389,6 +390,7 @@ def screen_uploads(
     *,
     reg_covar: float,
     what: str = "FedGenGMM upload",
+    count_noise: float | None = None,
 ) -> ScreenedUploads:
     """Screen decoded uploads before their union (:func:`~fedgmm.federated.robust.screen_local_models`).
 
@@ -396,6 +398,12 @@ def screen_uploads(
     ``robust.enabled`` False the models are merged as sent (the paper's recipe), but the
     total that sizes the server's work is still taken from counts capped at
     ``max_count_ratio ×`` the others' median: no claim sizes server memory.
+
+    ``count_noise`` is the σ of the DP noise on each honest count — the server's own
+    (:func:`~fedgmm.federated.private.upload_count_noise`), None for exact counts: the
+    count cap then never binds below the others' median plus a few σ
+    (:func:`~fedgmm.federated.robust.cap_counts`), so noise that floors some honest counts
+    at 1 cannot make an honest client's count look like an outlier.
 
     Raises
     ------
@@ -407,11 +415,14 @@ def screen_uploads(
     ids = [m.client_id for m in models]
     if not robust.enabled:
         ratio = DEFAULT_MAX_COUNT_RATIO if robust.max_count_ratio is None else robust.max_count_ratio
-        sizing = cap_counts(claims, ids, max_ratio=ratio, max_client_weight=None).total if claims else 0.0
+        sizing = cap_counts(
+            claims, ids, max_ratio=ratio, max_client_weight=None, count_noise=count_noise
+        ).total if claims else 0.0
         return ScreenedUploads(list(models), np.asarray([m.n_samples for m in models]), float(sizing), [])
     screened = screen_local_models(
         states, claims, ids, reg_covar=reg_covar, max_count_ratio=robust.max_count_ratio,
         max_client_weight=robust.max_client_weight, distance_filtering=robust.distance_filter,
+        count_noise=count_noise,
     )
     flagged = record_decisions(records, screened.decisions)
     if not screened.kept:
@@ -468,7 +479,7 @@ def run_fedgengmm(
         transform=transform, transform_id=transform_id,
     )
     start = time.perf_counter()
-    screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar)
+    screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, count_noise=upload_count_noise(local))
     models = screened.models
     states = [m.state for m in models if m.state is not None]
     if global_settings.aggregation == "sample":  # a config error stays a ValueError
