@@ -1,17 +1,21 @@
-"""DP noisy counts: the count cap knows their noise, and the server's σ of it is the mechanism's."""
+"""DP noisy counts: the count cap knows their noise, the synthetic set is floored, the server's σ is the mechanism's."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from fedgmm.em.stats import SufficientStatistics
+from fedgmm.federated.fedgengmm import GlobalFitSettings, synthetic_count, synthetic_rows
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.private import INIT_LOCAL_COMPONENTS, upload_count_noise
 from fedgmm.federated.private_rounds import combine_noisy_statistics, round_plan
 from fedgmm.federated.robust import cap_counts
+from fedgmm.federated.spec import MethodSpec
+from fedgmm.inprocess import run_inprocess
 from fedgmm.privacy.dpem import NoiseScales, fit_dp_local, noisy_count_noise
 
 pytest.importorskip("dp_accounting")
@@ -87,6 +91,31 @@ def test_count_noise_is_checked() -> None:
             cap_counts([1.0, 2.0, 3.0], count_noise=bad)
     with pytest.raises(ValueError, match="noise_z"):
         cap_counts([1.0, 2.0, 3.0], count_noise=1.0, noise_z=-1.0)
+
+
+def test_a_dp_synthetic_set_is_floored_not_refused() -> None:
+    settings = GlobalFitSettings(n_components=3)  # needs 30 rows; 5 x a noisy total of 4 gives 20
+    floored = synthetic_rows(settings, 4.0, 2, noisy_total=True)
+    assert floored.rows == 30 and floored.requested == 20 and "DP noisy total" in floored.reason
+    assert synthetic_count(settings, 4.0, 2, noisy_total=True) == 30
+    assert synthetic_rows(settings, 400.0, 2, noisy_total=True).reason == ""  # large enough: untouched
+    with pytest.raises(ValueError, match="at least 30 rows"):  # exact counts: the user's setting is too small
+        synthetic_count(settings, 4.0, 2)
+    with pytest.raises(ValueError, match="at least 30 rows"):  # a row count the user gave: too small either way
+        synthetic_count(GlobalFitSettings(n_components=3, synthetic_size=20), 400.0, 2, noisy_total=True)
+
+
+def test_fedgengmm_with_every_count_noise_floored_still_fits() -> None:
+    # Three 20-row clients at ε = 1 (σ ≈ 153): noise seed 5 floors all three noisy counts at 1.
+    rng = np.random.default_rng(0)
+    clients = [rng.normal(size=(20, 2)) + 3 * i for i in range(3)]
+    spec = MethodSpec("fedgengmm", n_components=3, epsilon=1.0, clip_bound=6.0, dp_noise_seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = run_inprocess(spec, clients, seed=0)
+    assert [r.n_samples for r in run.records] == [1, 1, 1]
+    assert run.extra["synthetic_size"] == 30 and "raised to 30 rows" in run.extra["synthetic_note"]
+    assert run.model is not None and run.model.n_components == 3 and np.all(np.isfinite(run.model.means_))
 
 
 def _round_stats(n_samples: int, k: int = 3, d: int = 2) -> SufficientStatistics:
