@@ -75,6 +75,8 @@ class FederatedRun:
                 "local_components": [res.local_models[c][0].n_components for c in sorted(res.local_models)],
                 "bic": res.bic,
             })  # fmt: skip
+            if res.synthetic_note:
+                out["synthetic_note"] = res.synthetic_note
         if self.fedem is not None:
             out.update({"n_rounds": self.fedem.n_rounds, "converged": self.fedem.converged,
                         "init_state": self.fedem.init_state})  # fmt: skip

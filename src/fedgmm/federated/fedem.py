@@ -22,6 +22,7 @@ from fedgmm.federated.fedgengmm import (
 )
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import decode_statistics, encode_request, state_arrays
+from fedgmm.federated.private import INIT_LOCAL_COMPONENTS, upload_count_noise
 from fedgmm.federated.private_rounds import (
     RESIDUAL_RATIO,
     RoundPlan,
@@ -218,7 +219,9 @@ def run_federated_em(
         )
         records.update(recs)
         privacy_spent.update({m.client_id: m.privacy for m in models if m.privacy is not None})
-        screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation")
+        noise = None if local.epsilon is None else upload_count_noise(upload, local_components=INIT_LOCAL_COMPONENTS)
+        screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, what="federated EM initialisation",
+                                  count_noise=noise)  # fmt: skip
         weak = None if local.epsilon is None else weak_threshold(plan.init_count_noise())
         states = [m.state if weak is None else drop_weak_components(m.state, m.n_samples, weak)
                   for m in screened.models if m.state is not None]  # fmt: skip

@@ -16,11 +16,13 @@ from fedgmm.exceptions import DegenerateCovarianceError
 from fedgmm.federated.client import FIT_LOCAL, local_fit_config
 from fedgmm.federated.local import LocalFitSettings
 from fedgmm.federated.messages import LocalModelReply, decode_local_model, encode_request
+from fedgmm.federated.private import upload_count_noise
 from fedgmm.federated.reduce import reduce_mixture
 from fedgmm.federated.robust import (
     DEFAULT_MAX_COUNT_RATIO,
     ClientDecision,
     RobustSettings,
+    SyntheticSize,
     bounded_synthetic_size,
     cap_counts,
     screen_local_models,
@@ -100,38 +102,58 @@ class GlobalFitSettings:
         return [int(self.n_components)]
 
 
-def synthetic_count(
-    settings: GlobalFitSettings, total_samples: float, n_features: int, robust: RobustSettings | None = None
-) -> int:
-    """Rows of the synthetic set for clients holding ``total_samples`` rows in all.
+def synthetic_rows(
+    settings: GlobalFitSettings, total_samples: float, n_features: int, robust: RobustSettings | None = None,
+    *, noisy_total: bool = False,
+) -> SyntheticSize:
+    """Rows of the synthetic set for clients holding ``total_samples`` rows in all, and why if adjusted.
 
     Never more than the absolute ceilings of ``robust`` (default
     :class:`~fedgmm.federated.robust.RobustSettings`), whatever the clients claim; see
-    :func:`~fedgmm.federated.robust.bounded_synthetic_size`.
+    :func:`~fedgmm.federated.robust.bounded_synthetic_size`. The set needs at least
+    ``K · MIN_SYNTHETIC_PER_PARAMETER_ROW`` rows for the largest K asked for. With
+    ``noisy_total`` (a DP run: the total is a sum of noisy counts, which honest noise can
+    floor at one row per client) a multiple of the total below that is raised to it, and
+    ``reason`` says so; otherwise it is the user's setting that is too small, and an error.
 
     Raises
     ------
     ValueError
-        If the set is too small for the largest K asked for: it must hold at least
-        ``K · MIN_SYNTHETIC_PER_PARAMETER_ROW`` rows (and more than K).
+        If the set is too small for the largest K and ``noisy_total`` is False (or the
+        absolute ceilings, not the total, make it too small).
     """
     size = settings.synthetic_size
     if isinstance(size, bool) or not isinstance(size, int | float | np.integer | np.floating) or size <= 0:
         raise ValueError(f"synthetic_size must be a positive float (multiple of Σ n_c) or int (rows), got {size!r}.")
     robust = robust or RobustSettings()
-    count = bounded_synthetic_size(
-        size, float(total_samples), n_features=n_features, n_components=max(settings.component_range()),
-        max_rows=robust.max_synthetic_rows, max_elements=robust.max_synthetic_elements,
-    ).rows
     k_max = max(settings.component_range())
+    bounded = bounded_synthetic_size(
+        size, float(total_samples), n_features=n_features, n_components=k_max,
+        max_rows=robust.max_synthetic_rows, max_elements=robust.max_synthetic_elements,
+    )
     needed = k_max * MIN_SYNTHETIC_PER_PARAMETER_ROW
-    if count < needed:
-        raise ValueError(
-            f"n_components={k_max} needs a synthetic set of at least {needed} rows, but synthetic_size="
-            f"{size!r} gives {count} (clients hold {total_samples} rows). Raise synthetic_size or "
-            "decrease n_components."
-        )
-    return count
+    if bounded.rows >= needed:
+        return bounded
+    from_total = isinstance(size, float | np.floating) and not bounded.reason
+    if noisy_total and from_total:
+        return SyntheticSize(needed, bounded.requested, (
+            f"synthetic set raised to {needed} rows (n_components={k_max} needs {MIN_SYNTHETIC_PER_PARAMETER_ROW} per "
+            f"component): synthetic_size={size!r} x the clients' DP noisy total of {total_samples:.6g} rows gives "
+            f"{bounded.rows}"
+        ))
+    raise ValueError(
+        f"n_components={k_max} needs a synthetic set of at least {needed} rows, but synthetic_size="
+        f"{size!r} gives {bounded.rows} (clients hold {total_samples} rows). Raise synthetic_size or "
+        "decrease n_components."
+    )
+
+
+def synthetic_count(
+    settings: GlobalFitSettings, total_samples: float, n_features: int, robust: RobustSettings | None = None,
+    *, noisy_total: bool = False,
+) -> int:
+    """:attr:`SyntheticSize.rows` of :func:`synthetic_rows` (same arguments, same errors)."""
+    return synthetic_rows(settings, total_samples, n_features, robust, noisy_total=noisy_total).rows
 
 
 def fit_global_model(
@@ -142,6 +164,7 @@ def fit_global_model(
     *,
     local_reg_covar: float | np.ndarray = 0.0,
     robust: RobustSettings | None = None,
+    noisy_total: bool = False,
 ) -> tuple[GaussianMixture, int, dict[int, float]]:
     """FedGenGMM's server step: sample ``S ~ U`` and fit the global GMM on it.
 
@@ -161,6 +184,9 @@ def fit_global_model(
         regularises once, as a centralized fit does.
     robust : RobustSettings, optional
         Its ``max_synthetic_rows`` / ``max_synthetic_elements`` bound the synthetic set.
+    noisy_total : bool
+        ``total_samples`` is a sum of DP noisy counts: a synthetic set too small for K is
+        raised to the minimum instead of refused (:func:`synthetic_rows`).
 
     Returns
     -------
@@ -170,7 +196,7 @@ def fit_global_model(
     """
     if settings.aggregation == "reduce":
         return _reduce_union(union, settings, rng, local_reg_covar), 0, {}
-    count = synthetic_count(settings, total_samples, union.n_features, robust)
+    count = synthetic_count(settings, total_samples, union.n_features, robust, noisy_total=noisy_total)
     synthetic, _ = sample_gaussians(
         union.weights, union.means, deregularized_factors(union, local_reg_covar), count, rng
     )
@@ -311,6 +337,8 @@ class FedGenGMMResult:
     server_seconds: float = 0.0
     #: ``(epsilon, delta)`` each kept client's DP local fit spent, by client id (empty: not private).
     privacy_spent: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: Why the synthetic set's size is not what ``synthetic_size`` asked for (empty: it is).
+    synthetic_note: str = ""
 
 
 def server_rng(seed: int) -> np.random.Generator:
@@ -424,6 +452,7 @@ def screen_uploads(
     *,
     reg_covar: float,
     what: str = "FedGenGMM upload",
+    count_noise: float | None = None,
 ) -> ScreenedUploads:
     """Screen decoded uploads before their union (:func:`~fedgmm.federated.robust.screen_local_models`).
 
@@ -431,6 +460,12 @@ def screen_uploads(
     ``robust.enabled`` False the models are merged as sent (the paper's recipe), but the
     total that sizes the server's work is still taken from counts capped at
     ``max_count_ratio ×`` the others' median: no claim sizes server memory.
+
+    ``count_noise`` is the σ of the DP noise on each honest count — the server's own
+    (:func:`~fedgmm.federated.private.upload_count_noise`), None for exact counts: the
+    count cap then never binds below the others' median plus a few σ
+    (:func:`~fedgmm.federated.robust.cap_counts`), so noise that floors some honest counts
+    at 1 cannot make an honest client's count look like an outlier.
 
     Raises
     ------
@@ -442,11 +477,14 @@ def screen_uploads(
     ids = [m.client_id for m in models]
     if not robust.enabled:
         ratio = DEFAULT_MAX_COUNT_RATIO if robust.max_count_ratio is None else robust.max_count_ratio
-        sizing = cap_counts(claims, ids, max_ratio=ratio, max_client_weight=None).total if claims else 0.0
+        sizing = cap_counts(
+            claims, ids, max_ratio=ratio, max_client_weight=None, count_noise=count_noise
+        ).total if claims else 0.0
         return ScreenedUploads(list(models), np.asarray([m.n_samples for m in models]), float(sizing), [])
     screened = screen_local_models(
         states, claims, ids, reg_covar=reg_covar, max_count_ratio=robust.max_count_ratio,
         max_client_weight=robust.max_client_weight, distance_filtering=robust.distance_filter,
+        count_noise=count_noise,
     )
     flagged = record_decisions(records, screened.decisions)
     if not screened.kept:
@@ -503,16 +541,18 @@ def run_fedgengmm(
         transform=transform, transform_id=transform_id,
     )
     start = time.perf_counter()
-    screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar)
+    private = local.epsilon is not None  # the counts are DP noisy counts
+    screened = screen_uploads(models, records, robust, reg_covar=local.reg_covar, count_noise=upload_count_noise(local))
     models = screened.models
     states = [m.state for m in models if m.state is not None]
+    note = ""
     if global_settings.aggregation == "sample":  # a config error stays a ValueError
-        synthetic_count(global_settings, screened.total, states[0].n_features, robust)
+        note = synthetic_rows(global_settings, screened.total, states[0].n_features, robust, noisy_total=private).reason
     try:
         union = union_mixture(states, screened.counts.tolist())
         global_model, size, bic = fit_global_model(
             union, screened.total, global_settings, server_rng(seed), local_reg_covar=client_regs(models, local),
-            robust=robust,
+            robust=robust, noisy_total=private,
         )
     except (DegenerateCovarianceError, ValueError, FloatingPointError) as exc:
         raise global_step_error(
@@ -529,4 +569,5 @@ def run_fedgengmm(
         bic=bic,
         server_seconds=time.perf_counter() - start,
         privacy_spent={m.client_id: m.privacy for m in models if m.privacy is not None},
+        synthetic_note=note,
     )

@@ -142,6 +142,32 @@ def dp_local_settings(local: LocalFitSettings, variances: np.ndarray | None) -> 
     return replace(local, feature_scale=tuple(float(v) for v in scale))
 
 
+def upload_count_noise(settings: LocalFitSettings, *, local_components: int = DP_LOCAL_COMPONENTS) -> float | None:
+    """σ of the DP noise on an honest upload's count, as the server computes it (None: DP off).
+
+    :func:`fit_private_local_model` sends ``max(1, round(noisy_count))`` of a DP-EM fit with
+    K = ``min(k_max, local_components)``; the noise's σ
+    (:func:`~fedgmm.privacy.dpem.noisy_count_noise`) follows from the request's ``(ε, δ)``,
+    that K and the DP-EM constants — all public, so no client-sent σ is needed or trusted.
+    With per-client K ranges the largest K is taken (the largest σ: no honest client is
+    held to a tighter cap than its own noise).
+
+    Parameters
+    ----------
+    settings : LocalFitSettings
+        What the server asked the clients for (``epsilon`` the target of this upload).
+    local_components : int
+        The K cap the client step uses (:data:`DP_LOCAL_COMPONENTS`, or
+        :data:`INIT_LOCAL_COMPONENTS` for federated EM's initialisation upload).
+    """
+    if settings.epsilon is None:
+        return None
+    from fedgmm.privacy.dpem import noisy_count_noise
+
+    k_max = max(hi for _, hi in settings.per_client) if settings.per_client else settings.k_max
+    return noisy_count_noise(float(settings.epsilon), float(settings.delta), max(1, min(int(k_max), local_components)))
+
+
 def fit_private_local_model(
     X: np.ndarray, settings: LocalFitSettings, *, client_id: int, seed: int, store: MutableMapping[str, Any] | None = None,
     local_components: int = DP_LOCAL_COMPONENTS, second_fraction: float | None = None,

@@ -703,7 +703,8 @@ def combine_noisy_statistics(
     The exact checks of :func:`fedgmm.federated.robust.check_statistics` (non-negative
     counts, Cauchy–Schwarz, PSD, the log-likelihood range) would reject honest noisy
     clients, so a private round checks :func:`noisy_problem` instead and caps the noisy
-    counts (:func:`fedgmm.federated.robust.cap_counts`).
+    counts (:func:`fedgmm.federated.robust.cap_counts`) knowing their noise: a reply's
+    ``n_samples`` is ``Σ_k N_k`` (floored at 1), whose noise has σ ``sqrt(K) · noise.count``.
     """
     ids = client_id_list(len(stats), client_ids)
     if not stats:
@@ -723,7 +724,8 @@ def combine_noisy_statistics(
     if not kept:
         return NoisyCombined(None, merge_decisions(ids, decisions))
     caps = cap_counts([stats[i].n_samples for i in kept], [ids[i] for i in kept],
-                      max_ratio=max_count_ratio, max_client_weight=max_client_weight)  # fmt: skip
+                      max_ratio=max_count_ratio, max_client_weight=max_client_weight,
+                      count_noise=math.sqrt(first.n_components) * float(noise.count))  # fmt: skip
     scaled = [stats[i] if f == 1.0 else scale_statistics(stats[i], float(f)) for i, f in zip(kept, caps.factors, strict=True)]
     return NoisyCombined(sum(scaled, zero), merge_decisions(ids, decisions, caps.decisions))
 

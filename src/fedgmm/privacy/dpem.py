@@ -443,6 +443,39 @@ def local_releases(n_iter: int, budget: LocalBudget, scale: float) -> list[Gauss
     return out
 
 
+def local_noise_scale(
+    epsilon: float, delta: float, n_iter: int = DEFAULT_DP_ITERATIONS, budget: LocalBudget | None = None,
+    accountant: Accountant = "pld",
+) -> float:
+    """The common noise scale of :func:`fit_dp_local`'s releases (:func:`local_releases`) for ``(ε, δ)``.
+
+    Calibrated by ``dp-accounting`` (cached): public, so a server can recompute it.
+    """
+    shape = local_releases(n_iter, budget or DEFAULT_LOCAL_BUDGET, 1.0)
+    return calibrate_noise(
+        epsilon, delta, ratios=tuple(r.noise_multiplier for r in shape),
+        counts=tuple(r.count for r in shape), accountant=accountant,
+    )
+
+
+def noisy_count_noise(
+    epsilon: float, delta: float, n_components: int, *, n_iter: int = DEFAULT_DP_ITERATIONS,
+    budget: LocalBudget | None = None, accountant: Accountant = "pld",
+) -> float:
+    """σ of the noise on :attr:`DPFitResult.noisy_count` of a fit with ``n_components`` components.
+
+    ``noisy_count = Σ_k N_k`` of the last release, each ``N_k`` with independent Gaussian noise
+    of σ ``scale / sqrt(budget.count)`` (sensitivity 1), so the sum's σ is ``sqrt(K)`` times
+    that. Computed from public constants only (ε, δ, K, iterations, the budget shares): what a
+    server needs to tell honest count noise from a false claim, without trusting a client's σ.
+    """
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components}.")
+    budget = budget or DEFAULT_LOCAL_BUDGET
+    scale = local_noise_scale(epsilon, delta, n_iter, budget, accountant)
+    return math.sqrt(n_components) * scale / math.sqrt(budget.count)
+
+
 def public_start(
     n_components: int, n_features: int, covariance_type: CovarianceType, variance: float, *, spread: float = 1.0,
 ) -> MixtureState:
@@ -739,11 +772,7 @@ def fit_dp_local(
     Xc, n_clipped = clip_rows(X / scale_vec, B)
 
     if noise:
-        shape = local_releases(max_iter, budget, 1.0)
-        scale = calibrate_noise(
-            epsilon, delta, ratios=tuple(r.noise_multiplier for r in shape),
-            counts=tuple(r.count for r in shape), accountant=accountant,
-        )
+        scale = local_noise_scale(epsilon, delta, max_iter, budget, accountant)
         spent = epsilon_spent(local_releases(max_iter, budget, scale), delta, accountant=accountant)
         if spent > epsilon:  # pragma: no cover - calibrate_noise guarantees it
             raise BudgetExceededError(f"calibrated releases spend epsilon = {spent} > {epsilon}.")

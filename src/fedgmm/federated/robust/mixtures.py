@@ -417,12 +417,14 @@ def screen_local_models(
     condition_log_ratio: float = DEFAULT_CONDITION_LOG_RATIO,
     z_threshold: float = DEFAULT_DFMR_Z,
     min_ratio: float = DEFAULT_DFMR_MIN_RATIO,
+    count_noise: float | None = None,
 ) -> ScreenedModels:
     """FedGenGMM's robust server front: :func:`check_mixtures`, :func:`distance_filter`, :func:`cap_counts`.
 
     Run it on the decoded uploads before the union; merge ``states[i]`` for ``i`` in
     ``kept`` with ``counts``. When no client is flagged, ``kept`` is every model and
     ``counts`` the claims unchanged, so the union is the plain recipe's exactly.
+    ``count_noise`` is the public σ of DP noise on the counts (see :func:`cap_counts`).
     """
     n = len(states)
     if len(counts) != n:
@@ -442,6 +444,6 @@ def screen_local_models(
     if not kept:
         return ScreenedModels((), np.zeros(0), 0.0, merge_decisions(ids, *groups))
     caps = cap_counts([counts[i] for i in kept], [ids[i] for i in kept],
-                      max_ratio=max_count_ratio, max_client_weight=max_client_weight)
+                      max_ratio=max_count_ratio, max_client_weight=max_client_weight, count_noise=count_noise)
     groups.append(caps.decisions)
     return ScreenedModels(tuple(kept), caps.counts, caps.total, merge_decisions(ids, *groups))
