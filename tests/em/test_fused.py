@@ -1,0 +1,66 @@
+"""The compiled one-pass E-step (diag, spherical) gives the numpy passes' statistics, and
+the numpy passes take over without numba."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from fedgmm.em import e_step, fused
+from fedgmm.em.kernels import make_kernel
+from fedgmm.mixture import MixtureState
+
+numba = pytest.importorskip("numba")
+
+
+def mixture(rng: np.random.Generator, ctype: str, k: int, d: int) -> MixtureState:
+    """Random diag/spherical mixture with one zero-weight (impossible) component."""
+    weights = rng.dirichlet(np.ones(k))
+    weights[1] = 0.0
+    weights /= weights.sum()
+    cov = rng.uniform(0.3, 2.0, size=(k, d) if ctype == "diag" else k)
+    return MixtureState.from_covariances(weights, rng.normal(scale=2.0, size=(k, d)), cov, ctype)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ctype", ["diag", "spherical"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_step_matches_numpy_passes(monkeypatch: pytest.MonkeyPatch, ctype: str, dtype: type, weighted: bool) -> None:
+    rng = np.random.default_rng(3)
+    k, d, n = 5, 7, 1001  # n not a multiple of the fused step's row tile
+    state = mixture(rng, ctype, k, d)
+    X = np.asfortranarray(rng.normal(scale=2.0, size=(n, d)) + 5.0)  # strided rows too
+    w = rng.uniform(0.0, 3.0, size=n) if weighted else None
+    if w is not None:
+        w[:10] = 0.0
+    shift = X.mean(axis=0)
+    kernel = make_kernel(ctype, k, d, state=state, shift=shift, dtype=dtype)
+    if dtype == np.float64 or ctype == "diag":
+        assert kernel.has_fused_step
+    compiled = e_step(X, state, shift=shift, dtype=dtype, sample_weight=w, block_size=97)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    assert not make_kernel(ctype, k, d, state=state, shift=shift, dtype=dtype).has_fused_step
+    passes = e_step(X, state, shift=shift, dtype=dtype, sample_weight=w, block_size=97)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    assert compiled.log_likelihood == pytest.approx(passes.log_likelihood, rel=rtol)
+    scale = passes.nk.sum()
+    np.testing.assert_allclose(compiled.nk, passes.nk, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(compiled.sx, passes.sx, rtol=rtol, atol=rtol * np.abs(passes.sx).max())
+    np.testing.assert_allclose(compiled.sxx, passes.sxx, rtol=rtol, atol=rtol * np.abs(passes.sxx).max())
+    assert compiled.nk[1] == 0.0  # the zero-weight component gets no responsibility
+
+
+def test_numpy_passes_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    state = mixture(rng, "diag", 3, 4)
+    X = rng.normal(size=(200, 4))
+    with_numba = e_step(X, state)
+    monkeypatch.setattr(fused, "_STEPS", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    assert fused.block_step("diag") is None
+    assert not make_kernel("diag", 3, 4, state=state).has_fused_step
+    without = e_step(X, state)
+    assert without.log_likelihood == pytest.approx(with_numba.log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(without.sxx, with_numba.sxx, rtol=1e-12)
