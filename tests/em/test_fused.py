@@ -29,13 +29,14 @@ def mixture(rng: np.random.Generator, ctype: str, k: int, d: int) -> MixtureStat
 @pytest.mark.parametrize("weighted", [False, True])
 def test_fused_step_matches_numpy_passes(monkeypatch: pytest.MonkeyPatch, ctype: str, dtype: type, weighted: bool) -> None:
     rng = np.random.default_rng(3)
-    k, d, n = 5, 7, 1001  # n not a multiple of the fused step's row tile
+    k, d, n = 5, 33, 1001  # d where the compiled step is used; n not a multiple of its row tile
     state = mixture(rng, ctype, k, d)
-    X = np.asfortranarray(rng.normal(scale=2.0, size=(n, d)) + 5.0)  # strided rows too
+    labels = rng.choice([0, 2, 3, 4], size=n)  # rows from all the possible components
+    X = np.asfortranarray(state.means[labels] + rng.normal(size=(n, d)))  # strided rows too
     w = rng.uniform(0.0, 3.0, size=n) if weighted else None
     if w is not None:
         w[:10] = 0.0
-    shift = X.mean(axis=0)
+    shift = X.mean(axis=0) + 0.3  # not the mean: Σ r x̃ does not cancel
     kernel = make_kernel(ctype, k, d, state=state, shift=shift, dtype=dtype)
     if dtype == np.float64 or ctype == "diag":
         assert kernel.has_fused_step
@@ -45,22 +46,24 @@ def test_fused_step_matches_numpy_passes(monkeypatch: pytest.MonkeyPatch, ctype:
     passes = e_step(X, state, shift=shift, dtype=dtype, sample_weight=w, block_size=97)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     assert compiled.log_likelihood == pytest.approx(passes.log_likelihood, rel=rtol)
-    scale = passes.nk.sum()
-    np.testing.assert_allclose(compiled.nk, passes.nk, rtol=rtol, atol=rtol * scale)
-    np.testing.assert_allclose(compiled.sx, passes.sx, rtol=rtol, atol=rtol * np.abs(passes.sx).max())
-    np.testing.assert_allclose(compiled.sxx, passes.sxx, rtol=rtol, atol=rtol * np.abs(passes.sxx).max())
+    # Round-off is relative to the sums of magnitudes (the centred Σ r x̃ nearly cancel).
+    xc = np.abs(X - shift) * (1.0 if w is None else w[:, None])
+    np.testing.assert_allclose(compiled.nk, passes.nk, rtol=rtol, atol=rtol * passes.nk.sum())
+    np.testing.assert_allclose(compiled.sx, passes.sx, rtol=rtol, atol=rtol * xc.sum(axis=0).max())
+    np.testing.assert_allclose(compiled.sxx, passes.sxx, rtol=rtol, atol=rtol * (xc * np.abs(X - shift)).sum(axis=0).max())
     assert compiled.nk[1] == 0.0  # the zero-weight component gets no responsibility
 
 
 def test_numpy_passes_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(4)
-    state = mixture(rng, "diag", 3, 4)
-    X = rng.normal(size=(200, 4))
+    state = mixture(rng, "diag", 3, 20)
+    X = rng.normal(size=(200, 20))
+    assert make_kernel("diag", 3, 20, state=state).has_fused_step
     with_numba = e_step(X, state)
     monkeypatch.setattr(fused, "_STEPS", None)
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
     assert fused.block_step("diag") is None
-    assert not make_kernel("diag", 3, 4, state=state).has_fused_step
+    assert not make_kernel("diag", 3, 20, state=state).has_fused_step
     without = e_step(X, state)
     assert without.log_likelihood == pytest.approx(with_numba.log_likelihood, rel=1e-12)
     np.testing.assert_allclose(without.sxx, with_numba.sxx, rtol=1e-12)

@@ -11,7 +11,8 @@ K = 16, one thread, CPU ms per 100k rows, compiled against numpy passes: diag fl
 19 / 31 once ~1 component per row is kept, 33 / 38 in the first iterations (~16 kept);
 diag float32 20 / 26 and 25 / 25; spherical float64 16 / 26 and 33 / 34. Spherical
 float32 stays on the numpy passes (27 / 23 in the first iterations: numpy's ``exp`` is
-vectorised there, the compiled one scalar).
+vectorised there, the compiled one scalar), and so do d < 16 (float64) and d < 32 (diag
+float32), where the per-row normalisation dominates (see the kernels' ``_fused_min_features``).
 
 The cut is the same as the numpy path's: a component ``q`` of row ``n`` gets
 responsibility 0 when ``log p_q(x_n) − max_q' log p_q'(x_n) ≤ cut``, else

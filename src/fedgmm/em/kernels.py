@@ -141,8 +141,9 @@ class DesignKernel(_Accumulating):
     _buffers = ("_z",)
     #: Covariance type of the compiled block step, if the kernel has one (:mod:`fedgmm.em.fused`).
     _fused_type: str | None = None
-    #: ... and the compute dtypes it is used in (where it measured faster than the numpy passes).
-    _fused_dtypes: tuple[str, ...] = ("float64", "float32")
+    #: ... and the fewest features it is used from, per compute dtype (where it measured
+    #: faster than the numpy passes; a dtype not named keeps the numpy passes).
+    _fused_min_features: tuple[tuple[str, int], ...] = ()  # (dtype name, fewest features)
     _step: Any = None
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
@@ -166,8 +167,8 @@ class DesignKernel(_Accumulating):
         top = const + logw if finite else const
         self._logw_apart = None if finite else logw.astype(self.dtype)[:, None]
         self.wt = np.ascontiguousarray(np.hstack([top[:, None], linear, quad]), dtype=self.dtype)
-        ftype = self._fused_type
-        self._step = block_step(ftype) if ftype is not None and self.dtype.name in self._fused_dtypes else None
+        ftype, min_d = self._fused_type, dict(self._fused_min_features).get(self.dtype.name)
+        self._step = block_step(ftype) if ftype is not None and min_d is not None and self.d >= min_d else None
         self.has_fused_step = self._step is not None
         if self._step is not None:
             # The compiled pass has no BLAS padding: log π goes into the constant even if −inf.
@@ -223,6 +224,11 @@ class DiagKernel(DesignKernel):
     """Diagonal covariance: ``φ(x̃) = x̃²``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r x̃²``."""
 
     _fused_type = "diag"
+    # One thread, CPU time, compiled / numpy passes: d = 32 K = 16 float64 27 / 45 ms
+    # (after 4 iterations), float32 29 / 38; d = 512 22 / 46; d = 8 float64 51 / 41 and
+    # float32 46 / 24 in the first iteration (the per-row normalisation and scalar exp
+    # dominate at small d), d = 16 float32 36 / 32 there.
+    _fused_min_features = (("float64", 16), ("float32", 32))
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.cols = 1 + 2 * n_features
@@ -244,9 +250,10 @@ class SphericalKernel(DesignKernel):
     """Spherical covariance: ``φ(x̃) = ‖x̃‖²``, ``W = [c; μ̃λ; −½λ]``; statistic ``Σ r ‖x̃‖²``."""
 
     _fused_type = "spherical"
-    # float32: numpy's vectorised exp on the dense early iterations beats the compiled
-    # pass's scalar one (d = 32, K = 16: 27 against 23 ms per 100k rows; 19 against 23 later).
-    _fused_dtypes = ("float64",)
+    # float64 d = 32 K = 16: 24 / 37 ms, d = 512: 18 / 36, d = 8: 48 / 37 (first
+    # iteration). float32 keeps the numpy passes: numpy's vectorised exp on the dense early
+    # iterations beats the compiled pass's scalar one (d = 32 K = 16: 27 / 23 ms per 100k rows).
+    _fused_min_features = (("float64", 16),)
 
     def __init__(self, n_components: int, n_features: int, shift: np.ndarray, dtype: np.dtype) -> None:
         self.cols = 2 + n_features
