@@ -67,3 +67,22 @@ def test_numpy_passes_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     without = e_step(X, state)
     assert without.log_likelihood == pytest.approx(with_numba.log_likelihood, rel=1e-12)
     np.testing.assert_allclose(without.sxx, with_numba.sxx, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ctype", ["diag", "spherical"])
+def test_dense_responsibilities_hand_over_to_numpy_passes(monkeypatch: pytest.MonkeyPatch, ctype: str) -> None:
+    rng = np.random.default_rng(5)
+    k, d, n = 4, 20, 600
+    cov = np.full((k, d), 50.0) if ctype == "diag" else np.full(k, 50.0)
+    state = MixtureState.from_covariances(np.full(k, 1 / k), rng.normal(scale=0.1, size=(k, d)), cov, ctype)  # type: ignore[arg-type]
+    X = rng.normal(size=(n, d))  # every row keeps all K responsibilities
+    kernel = make_kernel(ctype, k, d, state=state, shift=np.zeros(d))
+    assert kernel.has_fused_step
+    kernel.fused_step(X[:100], None, -45.0)
+    assert not kernel.has_fused_step  # the first block was dense: the numpy passes take the rest
+    mixed = e_step(X, state, block_size=100)  # block 1 compiled, blocks 2-6 numpy
+    monkeypatch.setattr(fused, "ENABLED", False)
+    passes = e_step(X, state, block_size=100)
+    assert mixed.log_likelihood == pytest.approx(passes.log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(mixed.nk, passes.nk, rtol=1e-12)
+    np.testing.assert_allclose(mixed.sxx, passes.sxx, rtol=1e-12)

@@ -37,6 +37,9 @@ OUTER_PRODUCT_MAX_RATIO = 1.0
 #: (128 rows × d²/2) and the per-component Cholesky products, whose temporaries are
 #: ``(B, d)``, are the safer choice at every K.
 OUTER_PRODUCT_MAX_FEATURES = 256
+#: A kernel's compiled step (:mod:`fedgmm.em.fused`) hands the rest of the E-step to the
+#: numpy passes after a block that keeps more than this fraction of its K·B responsibilities.
+FUSED_MAX_KEPT_FRACTION = 0.5
 
 
 class BlockKernel(Protocol):
@@ -72,7 +75,8 @@ class BlockKernel(Protocol):
     def fused_step(self, x: np.ndarray, weights: np.ndarray | None, cut: float) -> float:
         """``prepare``, ``log_prob``, the normalisation with log-responsibility ``cut`` and
         ``accumulate`` of a block of raw rows ``x`` (B, d) in one pass; returns the block's
-        ``Σ w log p(x)``. Only where :attr:`has_fused_step`."""
+        ``Σ w log p(x)``. Only where :attr:`has_fused_step`, which the kernel may turn off
+        after a block (then the four steps do the remaining blocks)."""
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accumulated ``N_k`` (K,), ``Σ r x̃`` (K, d) and the second moments of the type."""
@@ -179,12 +183,13 @@ class DesignKernel(_Accumulating):
     def fused_step(self, x: np.ndarray, weights: np.ndarray | None, cut: float) -> float:
         if self._step is None:
             raise NotImplementedError(f"{type(self).__name__} has no fused step here (no numba?).")
-        return float(
-            self._step(
-                x, self.shift, self._step_const, self._step_linear, self._step_quad, cut,
-                _NO_WEIGHTS if weights is None else weights, self.acc_rows,
-            )
+        ll, kept = self._step(
+            x, self.shift, self._step_const, self._step_linear, self._step_quad, cut,
+            _NO_WEIGHTS if weights is None else weights, self.acc_rows,
         )
+        if kept > FUSED_MAX_KEPT_FRACTION * self.k * x.shape[0]:
+            self.has_fused_step = False  # dense responsibilities: the numpy passes from the next block
+        return float(ll)
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         b, d = x.shape[0], self.d
