@@ -159,7 +159,9 @@ class DesignKernel(_Accumulating):
         self._shift_col = self.shift[:, None]
         self.dtype = np.dtype(dtype)
         self.acc = np.zeros((self.cols, n_components))
-        self.acc_rows = np.zeros((n_components, self.cols))  # the fused step's, component-major
+        # The fused step's accumulator, component-major; (K, cols) only where it runs.
+        self.acc_rows = np.zeros((0, self.cols))
+        self._wt: np.ndarray | None = None
         self._z: np.ndarray | None = None
         self._logw_apart: np.ndarray | None = None
 
@@ -170,15 +172,29 @@ class DesignKernel(_Accumulating):
         finite = bool(np.all(np.isfinite(logw)))
         top = const + logw if finite else const
         self._logw_apart = None if finite else logw.astype(self.dtype)[:, None]
-        self.wt = np.ascontiguousarray(np.hstack([top[:, None], linear, quad]), dtype=self.dtype)
         ftype, min_d = self._fused_type, dict(self._fused_min_features).get(self.dtype.name)
         self._step = block_step(ftype) if ftype is not None and min_d is not None and self.d >= min_d else None
         self.has_fused_step = self._step is not None
-        if self._step is not None:
-            # The compiled pass has no BLAS padding: log π goes into the constant even if −inf.
-            self._step_const = (const + logw).astype(self.dtype)
-            self._step_linear = np.ascontiguousarray(linear.T, dtype=self.dtype)
-            self._step_quad = np.ascontiguousarray(quad.T, dtype=self.dtype)
+        if self._step is None:
+            self._wt = np.ascontiguousarray(np.hstack([top[:, None], linear, quad]), dtype=self.dtype)
+            return
+        # The compiled pass has no BLAS padding: log π goes into the constant even if −inf.
+        # Its (d, K) arrays stand in for W, which is built from them only if the numpy
+        # passes run (memory: at d = 2000, K = 128 each is 2 MiB).
+        self._step_const = (const + logw).astype(self.dtype)
+        self._step_linear = np.ascontiguousarray(linear.T, dtype=self.dtype)
+        self._step_quad = np.ascontiguousarray(quad.T, dtype=self.dtype)
+        self._wt_top = top.astype(self.dtype)
+        self.acc_rows = np.zeros((self.k, self.cols))
+
+    @property
+    def wt(self) -> np.ndarray:
+        """``Wᵀ`` (K, cols) in the compute dtype."""
+        if self._wt is None:
+            self._wt = np.ascontiguousarray(
+                np.hstack([self._wt_top[:, None], self._step_linear.T, self._step_quad.T]), dtype=self.dtype
+            )
+        return self._wt
 
     def fused_step(self, x: np.ndarray, weights: np.ndarray | None, cut: float) -> float:
         if self._step is None:
@@ -217,7 +233,7 @@ class DesignKernel(_Accumulating):
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         d = self.d
-        acc = self.acc + self.acc_rows.T
+        acc = self.acc + self.acc_rows.T if self.acc_rows.size else self.acc
         return acc[0].copy(), acc[1 : 1 + d].T.copy(), self._second(acc[1 + d :])
 
     def _second(self, block: np.ndarray) -> np.ndarray:
