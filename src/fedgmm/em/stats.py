@@ -466,8 +466,12 @@ def _e_step_rows(
     """One thread's share: rows ``lo:hi`` block by block into ``kernel``'s accumulators;
     returns the kernel and ``Σ w log p`` of the rows."""
     total = 0.0
+    cut = _LOG_CUT.get(cdtype, -45.0)
     for rows in iter_blocks(hi - lo, block):
         part = slice(lo + rows.start, lo + rows.stop)
+        if kernel.has_fused_step:
+            total += kernel.fused_step(X[part], None if sample_weight is None else sample_weight[part], cut)
+            continue
         ctx = kernel.prepare(X[part])
         resp = kernel.log_prob(ctx)  # (K, B)
         w = None if sample_weight is None else sample_weight[part]
